@@ -1,0 +1,360 @@
+//! The local hub: which connections this node holds, which users they belong to and
+//! which channels they follow. This is where a publication fans out: it is encoded
+//! once and the same bytes are queued to every local subscriber.
+
+use crate::metrics as m;
+use crate::outbox::{Outbox, PushResult};
+use bytes::Bytes;
+use ferrocast_protocol::{ClientInfo, Disconnect, Publication, PushBody, encode_push};
+use parking_lot::{Mutex, RwLock};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+const SHARDS: usize = 32;
+
+/// A request from outside a session (server API, drain) to that session.
+#[derive(Debug)]
+pub enum SessionControl {
+    /// Subscribe the client to a channel on the server's behalf.
+    Subscribe {
+        /// The channel.
+        channel: String,
+    },
+    /// Unsubscribe the client from a channel.
+    Unsubscribe {
+        /// The channel.
+        channel: String,
+    },
+    /// Close the connection.
+    Disconnect(Disconnect),
+    /// Change the connection's expiry (Unix seconds, 0: never) or expire it now.
+    Refresh {
+        /// Close the connection as expired now.
+        expired: bool,
+        /// New expiry time (Unix seconds, 0: never).
+        expire_at: i64,
+    },
+}
+
+/// What other parts of the node may hold of a connection.
+pub struct ClientHandle {
+    /// Client id.
+    pub id: String,
+    /// User id (empty for anonymous).
+    pub user: String,
+    /// Outbound queue.
+    pub outbox: Arc<Outbox>,
+    /// Requests to the session.
+    pub control: mpsc::Sender<SessionControl>,
+}
+
+impl ClientHandle {
+    /// Queues a frame; a connection that overflows is closed as slow.
+    pub fn send(&self, frame: Bytes) {
+        if self.outbox.push(frame) == PushResult::Overflow {
+            m::slow_consumer_closed();
+        }
+    }
+}
+
+/// A subscription of one connection to one channel, as seen by fan-out.
+pub struct Subscriber {
+    /// The connection.
+    pub client: Arc<ClientHandle>,
+    /// Whether join/leave pushes go to this subscriber.
+    pub join_leave: bool,
+    syncing: AtomicBool,
+    pending: Mutex<Option<Vec<(u64, Bytes)>>>,
+}
+
+impl Subscriber {
+    /// A subscriber that buffers publications until [`Subscriber::go_live`]: the
+    /// subscribe reply must reach the client before any publication of the channel.
+    pub fn new(client: Arc<ClientHandle>, join_leave: bool) -> Self {
+        Subscriber {
+            client,
+            join_leave,
+            syncing: AtomicBool::new(true),
+            pending: Mutex::new(Some(Vec::new())),
+        }
+    }
+
+    fn deliver(&self, offset: u64, frame: &Bytes) {
+        if self.syncing.load(Ordering::Acquire) {
+            let mut p = self.pending.lock();
+            if let Some(buf) = p.as_mut() {
+                buf.push((offset, frame.clone()));
+                return;
+            }
+        }
+        self.client.send(frame.clone());
+    }
+
+    /// Queues `reply` (if any) and then every publication buffered since the subscription began
+    /// whose offset is above `after` (publications already returned in the reply are
+    /// skipped; `after == 0` keeps all). From now on publications go straight out.
+    pub fn go_live(&self, reply: Option<Bytes>, after: u64) {
+        let mut p = self.pending.lock();
+        if let Some(reply) = reply {
+            self.client.send(reply);
+        }
+        if let Some(buf) = p.take() {
+            for (offset, frame) in buf {
+                if after == 0 || offset == 0 || offset > after {
+                    self.client.send(frame);
+                }
+            }
+        }
+        self.syncing.store(false, Ordering::Release);
+    }
+}
+
+#[derive(Default)]
+struct ChannelShard {
+    channels: HashMap<String, HashMap<String, Arc<Subscriber>>>,
+}
+
+#[derive(Default)]
+struct ClientShard {
+    clients: HashMap<String, Arc<ClientHandle>>,
+    users: HashMap<String, HashSet<String>>,
+}
+
+/// Counts of what the hub holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HubStats {
+    /// Connections.
+    pub clients: usize,
+    /// Distinct users.
+    pub users: usize,
+    /// Channels with at least one local subscriber.
+    pub channels: usize,
+    /// Subscriptions.
+    pub subscriptions: usize,
+}
+
+/// The local connection and subscription index (sharded, no global lock).
+pub struct Hub {
+    channel_shards: Box<[RwLock<ChannelShard>]>,
+    client_shards: Box<[RwLock<ClientShard>]>,
+    clients: AtomicUsize,
+    subscriptions: AtomicUsize,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn shard_of(key: &str) -> usize {
+    let mut h = DefaultHasher::new();
+    key.hash(&mut h);
+    (h.finish() as usize) % SHARDS
+}
+
+impl Hub {
+    /// An empty hub.
+    pub fn new() -> Self {
+        Hub {
+            channel_shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            client_shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            clients: AtomicUsize::new(0),
+            subscriptions: AtomicUsize::new(0),
+        }
+    }
+
+    /// Registers a connected client.
+    pub fn add_client(&self, client: Arc<ClientHandle>) {
+        {
+            let mut s = self.client_shards[shard_of(&client.id)].write();
+            s.clients.insert(client.id.clone(), client.clone());
+        }
+        let mut s = self.client_shards[shard_of(&client.user)].write();
+        s.users
+            .entry(client.user.clone())
+            .or_default()
+            .insert(client.id.clone());
+        self.clients.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Removes a client.
+    pub fn remove_client(&self, client: &ClientHandle) {
+        let removed = {
+            let mut s = self.client_shards[shard_of(&client.id)].write();
+            s.clients.remove(&client.id).is_some()
+        };
+        if !removed {
+            return;
+        }
+        let mut s = self.client_shards[shard_of(&client.user)].write();
+        if let Some(set) = s.users.get_mut(&client.user) {
+            set.remove(&client.id);
+            if set.is_empty() {
+                s.users.remove(&client.user);
+            }
+        }
+        self.clients.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Number of connections of a user on this node.
+    pub fn user_connection_count(&self, user: &str) -> usize {
+        let s = self.client_shards[shard_of(user)].read();
+        s.users.get(user).map_or(0, |c| c.len())
+    }
+
+    /// The connections of a user on this node.
+    pub fn user_clients(&self, user: &str) -> Vec<Arc<ClientHandle>> {
+        let ids: Vec<String> = {
+            let s = self.client_shards[shard_of(user)].read();
+            s.users
+                .get(user)
+                .map(|c| c.iter().cloned().collect())
+                .unwrap_or_default()
+        };
+        ids.iter().filter_map(|id| self.client(id)).collect()
+    }
+
+    /// A connection by client id.
+    pub fn client(&self, id: &str) -> Option<Arc<ClientHandle>> {
+        self.client_shards[shard_of(id)]
+            .read()
+            .clients
+            .get(id)
+            .cloned()
+    }
+
+    /// Every connection (for drain).
+    pub fn all_clients(&self) -> Vec<Arc<ClientHandle>> {
+        let mut out = Vec::with_capacity(self.clients.load(Ordering::Relaxed));
+        for shard in self.client_shards.iter() {
+            out.extend(shard.read().clients.values().cloned());
+        }
+        out
+    }
+
+    /// Adds a subscriber; returns true when it is the channel's first local subscriber.
+    pub fn add_subscriber(&self, channel: &str, sub: Arc<Subscriber>) -> bool {
+        let mut s = self.channel_shards[shard_of(channel)].write();
+        let subs = s.channels.entry(channel.to_string()).or_default();
+        let first = subs.is_empty();
+        if subs.insert(sub.client.id.clone(), sub).is_none() {
+            self.subscriptions.fetch_add(1, Ordering::Relaxed);
+        }
+        first
+    }
+
+    /// Removes a subscriber; returns true when the channel has no local subscriber left.
+    pub fn remove_subscriber(&self, channel: &str, client_id: &str) -> bool {
+        let mut s = self.channel_shards[shard_of(channel)].write();
+        let Some(subs) = s.channels.get_mut(channel) else {
+            return false;
+        };
+        if subs.remove(client_id).is_some() {
+            self.subscriptions.fetch_sub(1, Ordering::Relaxed);
+        }
+        if subs.is_empty() {
+            s.channels.remove(channel);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether a channel has local subscribers.
+    pub fn has_subscribers(&self, channel: &str) -> bool {
+        self.channel_shards[shard_of(channel)]
+            .read()
+            .channels
+            .contains_key(channel)
+    }
+
+    /// Fans a publication out to every local subscriber of `channel`: one encode,
+    /// shared bytes, a non-blocking queue push per subscriber.
+    pub fn broadcast_publication(&self, channel: &str, publication: &Publication) {
+        let started = Instant::now();
+        let s = self.channel_shards[shard_of(channel)].read();
+        let Some(subs) = s.channels.get(channel) else {
+            return;
+        };
+        let frame = encode_push(channel, &PushBody::Pub(publication));
+        for sub in subs.values() {
+            sub.deliver(publication.offset, &frame);
+        }
+        let n = subs.len();
+        drop(s);
+        m::fanout(n, started.elapsed());
+    }
+
+    /// Sends a join or leave push to the subscribers of `channel` that asked for them.
+    pub fn broadcast_join_leave(&self, channel: &str, info: &ClientInfo, join: bool) {
+        let s = self.channel_shards[shard_of(channel)].read();
+        let Some(subs) = s.channels.get(channel) else {
+            return;
+        };
+        let body = if join {
+            PushBody::Join(info)
+        } else {
+            PushBody::Leave(info)
+        };
+        let frame = encode_push(channel, &body);
+        let mut sent = 0;
+        for sub in subs.values().filter(|s| s.join_leave) {
+            sub.deliver(0, &frame);
+            sent += 1;
+        }
+        m::pushes_sent(if join { "join" } else { "leave" }, sent);
+    }
+
+    /// Local channels and their local subscriber counts.
+    pub fn channels(&self) -> Vec<(String, usize)> {
+        let mut out = Vec::new();
+        for shard in self.channel_shards.iter() {
+            out.extend(
+                shard
+                    .read()
+                    .channels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.len())),
+            );
+        }
+        out
+    }
+
+    /// Current counts.
+    pub fn stats(&self) -> HubStats {
+        let mut users = 0;
+        let mut channels = 0;
+        for shard in self.client_shards.iter() {
+            users += shard.read().users.len();
+        }
+        for shard in self.channel_shards.iter() {
+            channels += shard.read().channels.len();
+        }
+        HubStats {
+            clients: self.clients.load(Ordering::Relaxed),
+            users,
+            channels,
+            subscriptions: self.subscriptions.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl ferrocast_engine::EventHandler for Hub {
+    fn on_publication(&self, channel: &str, publication: &Publication) {
+        self.broadcast_publication(channel, publication);
+    }
+
+    fn on_join(&self, channel: &str, info: &ClientInfo) {
+        self.broadcast_join_leave(channel, info, true);
+    }
+
+    fn on_leave(&self, channel: &str, info: &ClientInfo) {
+        self.broadcast_join_leave(channel, info, false);
+    }
+}

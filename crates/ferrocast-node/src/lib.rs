@@ -1,0 +1,20 @@
+//! A ferrocast node: everything one broker process does between the transport and the
+//! engine.
+//!
+//! - [`hub::Hub`]: the local connection table and channel index; publications fan out here.
+//! - [`session::Session`]: one client connection's protocol state machine.
+//! - [`api`]: the server API operations (HTTP API and backend command stream share them).
+//! - [`auth`], [`channels`], [`config`]: tokens, namespaces and settings.
+
+pub mod api;
+pub mod auth;
+pub mod channels;
+pub mod config;
+pub mod duration;
+pub mod hub;
+pub mod metrics;
+pub mod node;
+pub mod outbox;
+pub mod session;
+
+pub use node::{Node, NodeError, NodeOptions, PublishParams};

@@ -1,0 +1,71 @@
+//! Metric names and recording helpers. The server installs the Prometheus recorder;
+//! without one these calls cost next to nothing.
+
+use std::time::Duration;
+
+/// Connections on this node (gauge).
+pub const CONNECTIONS: &str = "ferrocast_connections";
+/// Subscriptions on this node (gauge).
+pub const SUBSCRIPTIONS: &str = "ferrocast_subscriptions";
+/// Channels with local subscribers (gauge).
+pub const CHANNELS: &str = "ferrocast_channels";
+/// Distinct users on this node (gauge).
+pub const USERS: &str = "ferrocast_users";
+/// Messages sent to clients, by `type` (reply, pub, join, leave, ...).
+pub const MESSAGES_SENT: &str = "ferrocast_messages_sent_total";
+/// Commands received from clients, by `method`.
+pub const MESSAGES_RECEIVED: &str = "ferrocast_messages_received_total";
+/// Time to publish into the engine (seconds).
+pub const PUBLISH_DURATION: &str = "ferrocast_publish_duration_seconds";
+/// Time to fan a publication out to local subscribers (seconds).
+pub const FANOUT_DURATION: &str = "ferrocast_fanout_duration_seconds";
+/// Disconnects, by close `code`.
+pub const DISCONNECTS: &str = "ferrocast_disconnects_total";
+/// Connections closed because their queue overflowed.
+pub const SLOW_CONSUMER_CLOSES: &str = "ferrocast_slow_consumer_closes_total";
+/// Server API calls, by `method` and `result` (ok or the error code).
+pub const API_CALLS: &str = "ferrocast_api_calls_total";
+/// Command replies with an error, by `method` and `code`.
+pub const COMMAND_ERRORS: &str = "ferrocast_command_errors_total";
+
+/// Records a fan-out of one publication to `n` subscribers.
+pub fn fanout(n: usize, took: Duration) {
+    metrics::counter!(MESSAGES_SENT, "type" => "pub").increment(n as u64);
+    metrics::histogram!(FANOUT_DURATION).record(took.as_secs_f64());
+}
+
+/// Records pushes of a type.
+pub fn pushes_sent(kind: &'static str, n: usize) {
+    metrics::counter!(MESSAGES_SENT, "type" => kind).increment(n as u64);
+}
+
+/// Records a slow-consumer close.
+pub fn slow_consumer_closed() {
+    metrics::counter!(SLOW_CONSUMER_CLOSES).increment(1);
+}
+
+/// Records a received command.
+pub fn command_received(method: &'static str) {
+    metrics::counter!(MESSAGES_RECEIVED, "method" => method).increment(1);
+}
+
+/// Records a command error.
+pub fn command_error(method: &'static str, code: u32) {
+    metrics::counter!(COMMAND_ERRORS, "method" => method, "code" => code.to_string()).increment(1);
+}
+
+/// Records a disconnect.
+pub fn disconnect(code: u16) {
+    metrics::counter!(DISCONNECTS, "code" => code.to_string()).increment(1);
+}
+
+/// Records the duration of a publish into the engine.
+pub fn publish_took(took: Duration) {
+    metrics::histogram!(PUBLISH_DURATION).record(took.as_secs_f64());
+}
+
+/// Records a server API call.
+pub fn api_call(method: &str, result: &str) {
+    metrics::counter!(API_CALLS, "method" => method.to_string(), "result" => result.to_string())
+        .increment(1);
+}

@@ -1,0 +1,187 @@
+//! [`Node`]: what one ferrocast process is — its configuration, engine and hub.
+
+use crate::auth::TokenVerifier;
+use crate::channels::ChannelRules;
+use crate::config::{ChannelConfig, ClientConfig};
+use crate::hub::Hub;
+use crate::metrics as m;
+use ferrocast_engine::{Engine, EngineError, PublishOptions};
+use ferrocast_protocol::{
+    ClientInfo, Disconnect, ErrorCode, ProtocolError, Publication, RawJson, StreamPosition,
+};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// The server version announced to clients.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The configuration is invalid; the message names the key.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The engine failed to start.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// What a node is built from.
+#[derive(Debug, Clone, Default)]
+pub struct NodeOptions {
+    /// Node name shown in `info`.
+    pub name: String,
+    /// Client settings.
+    pub client: ClientConfig,
+    /// Channel settings.
+    pub channel: ChannelConfig,
+}
+
+/// One ferrocast node.
+pub struct Node {
+    /// Unique id of this process.
+    pub id: String,
+    /// Human readable name.
+    pub name: String,
+    /// Client settings.
+    pub client: ClientConfig,
+    /// Channel namespaces.
+    pub rules: ChannelRules,
+    /// Token verification.
+    pub verifier: TokenVerifier,
+    /// The backplane.
+    pub engine: Arc<dyn Engine>,
+    /// Local connections and subscriptions.
+    pub hub: Arc<Hub>,
+    started: Instant,
+    draining: AtomicBool,
+}
+
+/// Parameters of a publish, from a client or from the server API.
+#[derive(Debug, Clone, Default)]
+pub struct PublishParams {
+    /// Payload.
+    pub data: Option<RawJson>,
+    /// Publisher info (client publications).
+    pub info: Option<ClientInfo>,
+    /// Tags.
+    pub tags: Option<BTreeMap<String, String>>,
+    /// Idempotency key.
+    pub idempotency_key: Option<String>,
+    /// Do not store in history.
+    pub skip_history: bool,
+}
+
+/// Maps an engine failure to a protocol error.
+pub fn engine_error(e: EngineError) -> ProtocolError {
+    match e {
+        EngineError::Unavailable(_) => ProtocolError::new(ErrorCode::NotAvailable),
+        EngineError::UnrecoverablePosition => ProtocolError::new(ErrorCode::UnrecoverablePosition),
+        EngineError::Internal(msg) => {
+            tracing::error!(error = %msg, "engine error");
+            ProtocolError::new(ErrorCode::Internal)
+        }
+    }
+}
+
+impl Node {
+    /// Builds a node on `engine` and starts the engine's event delivery into the hub.
+    pub async fn start(opts: NodeOptions, engine: Arc<dyn Engine>) -> Result<Arc<Node>, NodeError> {
+        opts.client.validate().map_err(NodeError::Config)?;
+        opts.channel.validate().map_err(NodeError::Config)?;
+        let verifier = TokenVerifier::new(&opts.client.token).map_err(NodeError::Config)?;
+        let hub = Arc::new(Hub::new());
+        engine.start(hub.clone()).await?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let name = if opts.name.is_empty() {
+            id[..8].to_string()
+        } else {
+            opts.name
+        };
+        Ok(Arc::new(Node {
+            id,
+            name,
+            client: opts.client,
+            rules: ChannelRules::new(opts.channel),
+            verifier,
+            engine,
+            hub,
+            started: Instant::now(),
+            draining: AtomicBool::new(false),
+        }))
+    }
+
+    /// Seconds since the node started.
+    pub fn uptime(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    /// Whether the node should receive traffic: engine usable and not draining.
+    pub fn is_ready(&self) -> bool {
+        !self.is_draining() && self.engine.is_ready()
+    }
+
+    /// Whether the node is shutting down.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Publishes into a channel with the channel's history settings.
+    pub async fn publish(
+        &self,
+        channel: &str,
+        params: PublishParams,
+    ) -> Result<StreamPosition, ProtocolError> {
+        let options = self.rules.options(channel)?;
+        let Some(data) = params.data else {
+            return Err(ProtocolError::with_message(
+                ErrorCode::BadRequest,
+                "data required",
+            ));
+        };
+        let mut opts = PublishOptions {
+            idempotency_key: params.idempotency_key,
+            ..Default::default()
+        };
+        if options.history_enabled() && !params.skip_history {
+            opts.history_size = options.history_size;
+            opts.history_ttl = options.history_ttl;
+        }
+        let publication = Publication {
+            data,
+            info: params.info,
+            offset: 0,
+            tags: params.tags,
+            time: 0,
+        };
+        let started = Instant::now();
+        let res = self.engine.publish(channel, publication, &opts).await;
+        m::publish_took(started.elapsed());
+        res.map_err(engine_error)
+    }
+
+    /// Starts draining: readiness turns false and every connection is closed with 3001
+    /// (shutdown) at a random moment within `window`, so clients do not all reconnect at once.
+    /// Returns when every connection was asked to close.
+    pub async fn drain(&self, window: Duration) {
+        self.draining.store(true, Ordering::Release);
+        let clients = self.hub.all_clients();
+        tracing::info!(connections = clients.len(), window = ?window, "draining");
+        let mut delays: Vec<(Duration, _)> = clients
+            .into_iter()
+            .map(|c| {
+                let ms = window.as_millis() as u64;
+                let d = if ms == 0 { 0 } else { fastrand::u64(0..ms) };
+                (Duration::from_millis(d), c)
+            })
+            .collect();
+        delays.sort_by_key(|(d, _)| *d);
+        let start = tokio::time::Instant::now();
+        for (delay, client) in delays {
+            tokio::time::sleep_until(start + delay).await;
+            client.outbox.close(Disconnect::SHUTDOWN);
+        }
+    }
+}

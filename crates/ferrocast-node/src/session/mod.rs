@@ -1,0 +1,299 @@
+//! The client session: one connection's state machine.
+//!
+//! A transport hands the session each incoming frame ([`FrameSource`]); the session
+//! decodes commands, runs them, and queues replies to the connection's [`Outbox`], which
+//! the transport's writer drains. Timers (connect deadline, ping/pong, token expiry) and
+//! requests from the server API ([`SessionControl`]) are handled in the same loop, so
+//! session state has one owner and needs no lock.
+
+mod commands;
+mod connect;
+mod subscribe;
+
+use crate::hub::{ClientHandle, SessionControl, Subscriber};
+use crate::metrics as m;
+use crate::node::Node;
+use crate::outbox::Outbox;
+use bytes::Bytes;
+use ferrocast_protocol::{ClientInfo, Disconnect, RawJson, Reply};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Something a transport received from the client.
+#[derive(Debug)]
+pub enum Incoming {
+    /// A text frame (JSON protocol).
+    Frame(Bytes),
+    /// A binary frame, which the JSON protocol does not accept.
+    Binary,
+    /// A message above `client.max_message_size`.
+    TooLarge,
+    /// A frame that is not valid (e.g. text that is not UTF-8).
+    Invalid,
+    /// The client closed the connection or the socket failed.
+    Closed,
+}
+
+/// Where a session reads client frames from.
+pub trait FrameSource: Send {
+    /// The next thing received.
+    fn next(&mut self) -> impl Future<Output = Incoming> + Send;
+}
+
+/// One subscription of this session.
+struct SubState {
+    subscriber: Arc<Subscriber>,
+    presence: bool,
+    join_leave: bool,
+    chan_info: Option<RawJson>,
+    expires_at: Option<i64>,
+}
+
+/// State that exists once `connect` succeeded.
+struct Connected {
+    handle: Arc<ClientHandle>,
+    conn_info: Option<RawJson>,
+    expires_at: Option<i64>,
+    subs: HashMap<String, SubState>,
+}
+
+struct RateLimiter {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+    rejected_in_row: u32,
+}
+
+impl RateLimiter {
+    fn new(rate: u32, burst: u32) -> Option<Self> {
+        (rate > 0).then(|| RateLimiter {
+            rate: rate as f64,
+            burst: burst.max(1) as f64,
+            tokens: burst.max(1) as f64,
+            last: Instant::now(),
+            rejected_in_row: 0,
+        })
+    }
+
+    fn allow(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            self.rejected_in_row = 0;
+            true
+        } else {
+            self.rejected_in_row += 1;
+            false
+        }
+    }
+}
+
+/// One client connection.
+pub struct Session {
+    node: Arc<Node>,
+    client_id: String,
+    outbox: Arc<Outbox>,
+    control_tx: mpsc::Sender<SessionControl>,
+    control_rx: mpsc::Receiver<SessionControl>,
+    connected: Option<Connected>,
+    connect_deadline: Instant,
+    next_ping: Option<Instant>,
+    pong_deadline: Option<Instant>,
+    limiter: Option<RateLimiter>,
+}
+
+const CONTROL_QUEUE: usize = 64;
+
+/// Current Unix time in seconds.
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Session {
+    /// A new session for a freshly upgraded connection. The caller spawns a writer that
+    /// drains the returned outbox.
+    pub fn new(node: Arc<Node>) -> (Session, Arc<Outbox>) {
+        let outbox = Arc::new(Outbox::new(node.client.queue_max_size));
+        let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
+        let limiter = RateLimiter::new(
+            node.client.command_rate_limit,
+            node.client.command_rate_burst,
+        );
+        let session = Session {
+            client_id: uuid::Uuid::new_v4().to_string(),
+            connect_deadline: Instant::now() + node.client.connect_timeout,
+            node,
+            outbox: outbox.clone(),
+            control_tx,
+            control_rx,
+            connected: None,
+            next_ping: None,
+            pong_deadline: None,
+            limiter,
+        };
+        (session, outbox)
+    }
+
+    /// Runs the session until the connection ends; returns why it ended.
+    pub async fn run<S: FrameSource>(mut self, mut source: S) -> Disconnect {
+        let reason = loop {
+            let deadline = self.next_deadline();
+            let step = tokio::select! {
+                biased;
+                reason = self.outbox.closed() => Err(reason),
+                Some(ctl) = self.control_rx.recv() => self.handle_control(ctl).await,
+                incoming = source.next() => match incoming {
+                    Incoming::Frame(frame) => self.handle_frame(&frame).await,
+                    Incoming::Binary | Incoming::TooLarge | Incoming::Invalid => Err(Disconnect::BAD_REQUEST),
+                    Incoming::Closed => Err(Disconnect::CONNECTION_CLOSED),
+                },
+                _ = tokio::time::sleep_until(deadline.into()) => self.on_timer(Instant::now()),
+            };
+            if let Err(reason) = step {
+                break reason;
+            }
+        };
+        self.outbox.close(reason.clone());
+        let reason = self.outbox.close_reason().unwrap_or(reason);
+        m::disconnect(reason.code);
+        self.cleanup().await;
+        reason
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let far = Instant::now() + Duration::from_secs(3600);
+        let mut d = if self.connected.is_none() {
+            self.connect_deadline
+        } else {
+            far
+        };
+        for t in [self.next_ping, self.pong_deadline].into_iter().flatten() {
+            d = d.min(t);
+        }
+        if let Some(c) = &self.connected {
+            let exp = c
+                .expires_at
+                .into_iter()
+                .chain(c.subs.values().filter_map(|s| s.expires_at))
+                .min();
+            if let Some(exp) = exp {
+                let secs = (exp - unix_now()).max(0) as u64;
+                d = d.min(Instant::now() + Duration::from_secs(secs));
+            }
+        }
+        d
+    }
+
+    fn on_timer(&mut self, now: Instant) -> Result<(), Disconnect> {
+        let Some(c) = &self.connected else {
+            if now >= self.connect_deadline {
+                return Err(Disconnect::STALE);
+            }
+            return Ok(());
+        };
+        if self.pong_deadline.is_some_and(|d| now >= d) {
+            return Err(Disconnect::NO_PONG);
+        }
+        let unix = unix_now();
+        if c.expires_at.is_some_and(|e| unix >= e) {
+            return Err(Disconnect::EXPIRED);
+        }
+        if c.subs
+            .values()
+            .any(|s| s.expires_at.is_some_and(|e| unix >= e))
+        {
+            return Err(Disconnect::SUBSCRIPTION_EXPIRED);
+        }
+        if self.next_ping.is_some_and(|p| now >= p) {
+            self.send(Bytes::from_static(b"{}"));
+            if self.pong_deadline.is_none() {
+                self.pong_deadline = Some(now + self.node.client.pong_timeout);
+            }
+            self.next_ping = Some(now + self.node.client.ping_interval);
+        }
+        Ok(())
+    }
+
+    fn send(&self, frame: Bytes) {
+        match &self.connected {
+            Some(c) => c.handle.send(frame),
+            None => {
+                if self.outbox.push(frame) == crate::outbox::PushResult::Overflow {
+                    m::slow_consumer_closed();
+                }
+            }
+        }
+    }
+
+    fn send_replies(&self, out: &mut Vec<u8>) {
+        if !out.is_empty() {
+            self.send(Bytes::from(std::mem::take(out)));
+        }
+    }
+
+    fn client_info(&self, chan_info: Option<RawJson>) -> ClientInfo {
+        let (user, conn_info) = match &self.connected {
+            Some(c) => (c.handle.user.clone(), c.conn_info.clone()),
+            None => (String::new(), None),
+        };
+        ClientInfo {
+            user,
+            client: self.client_id.clone(),
+            conn_info,
+            chan_info,
+        }
+    }
+
+    async fn handle_control(&mut self, ctl: SessionControl) -> Result<(), Disconnect> {
+        if self.connected.is_none() {
+            return Ok(());
+        }
+        match ctl {
+            SessionControl::Disconnect(d) => Err(d),
+            SessionControl::Subscribe { channel } => {
+                self.server_subscribe(&channel).await;
+                Ok(())
+            }
+            SessionControl::Unsubscribe { channel } => {
+                self.server_unsubscribe(&channel).await;
+                Ok(())
+            }
+            SessionControl::Refresh { expired, expire_at } => {
+                if expired {
+                    return Err(Disconnect::EXPIRED);
+                }
+                self.apply_server_refresh(expire_at);
+                Ok(())
+            }
+        }
+    }
+
+    async fn cleanup(&mut self) {
+        let Some(mut c) = self.connected.take() else {
+            return;
+        };
+        let channels: Vec<String> = c.subs.keys().cloned().collect();
+        for channel in channels {
+            if let Some(sub) = c.subs.remove(&channel) {
+                self.release_subscription(&channel, sub, &c.handle).await;
+            }
+        }
+        self.node.hub.remove_client(&c.handle);
+    }
+
+    fn encode_reply(out: &mut Vec<u8>, reply: &Reply) {
+        if !out.is_empty() {
+            out.push(b'\n');
+        }
+        reply.encode_into(out);
+    }
+}

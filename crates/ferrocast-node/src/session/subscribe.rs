@@ -1,0 +1,328 @@
+//! Subscribing and unsubscribing: permissions, recovery, presence and join/leave.
+
+use super::commands::Permission;
+use super::{Session, SubState};
+use crate::auth::TokenError;
+use crate::hub::{ClientHandle, Subscriber};
+use crate::node::engine_error;
+use bytes::Bytes;
+use ferrocast_engine::{EngineError, HistoryFilter};
+use ferrocast_protocol::codes::unsubscribe;
+use ferrocast_protocol::*;
+use std::sync::Arc;
+
+/// A subscription that buffers publications until its reply is queued.
+pub(crate) struct LiveSub {
+    subscriber: Arc<Subscriber>,
+    after: u64,
+    channel: String,
+    join: Option<ClientInfo>,
+}
+
+impl Session {
+    /// The `subscribe` command. The outer error closes the connection.
+    pub(super) async fn client_subscribe(
+        &mut self,
+        req: SubscribeRequest,
+    ) -> Result<Result<(SubscribeResult, LiveSub), ProtocolError>, Disconnect> {
+        let opts = match self.node.rules.options(&req.channel) {
+            Ok(o) => o.clone(),
+            Err(e) => return Ok(Err(e)),
+        };
+        let mut chan_info = None;
+        let mut expires_at = None;
+        if !req.token.is_empty() {
+            let claims = match self.node.verifier.verify_subscribe(&req.token) {
+                Ok(c) => c,
+                Err(TokenError::Expired) => {
+                    return Ok(Err(ProtocolError::new(ErrorCode::TokenExpired)));
+                }
+                Err(TokenError::Invalid(e)) => {
+                    tracing::info!(client = %self.client_id, error = %e, "invalid subscription token");
+                    return Err(Disconnect::INVALID_TOKEN);
+                }
+            };
+            if claims.channel != req.channel || claims.sub != self.user() {
+                return Ok(Err(ProtocolError::new(ErrorCode::PermissionDenied)));
+            }
+            chan_info = claims.info;
+            expires_at = claims.exp;
+        } else if let Some(allowed) = self
+            .node
+            .rules
+            .user_limited_allows(&req.channel, self.user())
+            && opts.allow_user_limited_channels
+        {
+            if !allowed && !self.node.client.insecure {
+                return Ok(Err(ProtocolError::new(ErrorCode::PermissionDenied)));
+            }
+        } else {
+            let allowed = self.permitted(
+                &req.channel,
+                Permission {
+                    subscriber: false,
+                    client: opts.allow_subscribe_for_client,
+                    anonymous: opts.allow_subscribe_for_anonymous,
+                },
+            );
+            if !allowed {
+                return Ok(Err(ProtocolError::new(ErrorCode::PermissionDenied)));
+            }
+        }
+        Ok(self
+            .subscribe_channel(req, false, chan_info, expires_at)
+            .await)
+    }
+
+    /// Subscribes this connection to a channel (permissions already checked).
+    pub(super) async fn subscribe_channel(
+        &mut self,
+        req: SubscribeRequest,
+        server_side: bool,
+        chan_info: Option<RawJson>,
+        expires_at: Option<i64>,
+    ) -> Result<(SubscribeResult, LiveSub), ProtocolError> {
+        let node = self.node.clone();
+        let opts = node.rules.options(&req.channel)?.clone();
+        let info = self.client_info(chan_info.clone());
+        let Some(c) = self.connected.as_mut() else {
+            return Err(ProtocolError::new(ErrorCode::Unauthorized));
+        };
+        if c.subs.contains_key(&req.channel) {
+            return Err(ProtocolError::new(ErrorCode::AlreadySubscribed));
+        }
+        if c.subs.len() >= node.client.channel_limit as usize {
+            return Err(ProtocolError::new(ErrorCode::LimitExceeded));
+        }
+        let channel = req.channel.clone();
+        let join_leave = opts.join_leave && (opts.force_push_join_leave || req.join_leave);
+        let subscriber = Arc::new(Subscriber::new(c.handle.clone(), join_leave));
+        if node.hub.add_subscriber(&channel, subscriber.clone())
+            && let Err(e) = node.engine.subscribe(&channel).await
+        {
+            if node.hub.remove_subscriber(&channel, &c.handle.id) {
+                let _ = node.engine.unsubscribe(&channel).await;
+            }
+            return Err(engine_error(e));
+        }
+        let mut result = SubscribeResult {
+            expires: expires_at.is_some(),
+            ttl: expires_at.map_or(0, |e| (e - super::unix_now()).max(0) as u32),
+            ..Default::default()
+        };
+        let recoverable = opts.history_enabled()
+            && (opts.force_recovery || req.recoverable || req.recover || server_side);
+        let mut after = 0;
+        if recoverable {
+            result.recoverable = true;
+            result.positioned = true;
+            match self.position_and_recover(&channel, &req, &mut result).await {
+                Ok(a) => after = a,
+                Err(e) => {
+                    self.undo_subscriber(&channel).await;
+                    return Err(e);
+                }
+            }
+        }
+        if opts.presence
+            && let Err(e) = node
+                .engine
+                .add_presence(&channel, &info, presence_ttl())
+                .await
+        {
+            tracing::warn!(channel = %channel, error = %e, "presence add failed");
+        }
+        let Some(c) = self.connected.as_mut() else {
+            return Err(ProtocolError::new(ErrorCode::Internal));
+        };
+        c.subs.insert(
+            channel.clone(),
+            SubState {
+                subscriber: subscriber.clone(),
+                presence: opts.presence,
+                join_leave: opts.join_leave,
+                chan_info,
+                expires_at,
+            },
+        );
+        Ok((
+            result,
+            LiveSub {
+                subscriber,
+                after,
+                channel,
+                join: opts.join_leave.then_some(info),
+            },
+        ))
+    }
+
+    /// Fills the stream position (and recovered publications) into `result`; returns the
+    /// offset up to which the client is now served.
+    async fn position_and_recover(
+        &self,
+        channel: &str,
+        req: &SubscribeRequest,
+        result: &mut SubscribeResult,
+    ) -> Result<u64, ProtocolError> {
+        let engine = &self.node.engine;
+        if req.recover {
+            result.was_recovering = true;
+            let since = StreamPosition {
+                offset: req.offset,
+                epoch: req.epoch.clone(),
+            };
+            let filter = HistoryFilter {
+                since: Some(since),
+                limit: -1,
+                reverse: false,
+            };
+            match engine.history(channel, filter).await {
+                Ok(h) => {
+                    let complete = match h.publications.first() {
+                        Some(first) => first.offset == req.offset + 1,
+                        None => h.position.offset == req.offset,
+                    };
+                    result.recovered = complete;
+                    result.epoch = h.position.epoch;
+                    result.offset = h
+                        .publications
+                        .last()
+                        .map_or(h.position.offset, |p| p.offset);
+                    result.publications = h.publications;
+                    return Ok(result.offset);
+                }
+                Err(EngineError::UnrecoverablePosition) => {}
+                Err(e) => return Err(engine_error(e)),
+            }
+        }
+        let h = engine
+            .history(
+                channel,
+                HistoryFilter {
+                    limit: 0,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(engine_error)?;
+        result.epoch = h.position.epoch;
+        result.offset = h.position.offset;
+        Ok(h.position.offset)
+    }
+
+    async fn undo_subscriber(&self, channel: &str) {
+        if self.node.hub.remove_subscriber(channel, &self.client_id) {
+            let _ = self.node.engine.unsubscribe(channel).await;
+        }
+    }
+
+    /// Queues `reply` (after the replies already in `out`) and then lets the new
+    /// subscriptions deliver; finally announces the joins.
+    pub(super) async fn go_live_all(&self, out: &mut Vec<u8>, reply: &Reply, subs: Vec<LiveSub>) {
+        Self::encode_reply(out, reply);
+        let mut frame = Some(Bytes::from(std::mem::take(out)));
+        if subs.is_empty() {
+            if let Some(f) = frame {
+                self.send(f);
+            }
+            return;
+        }
+        for live in &subs {
+            live.subscriber.go_live(frame.take(), live.after);
+        }
+        for live in subs {
+            if let Some(info) = live.join
+                && let Err(e) = self.node.engine.publish_join(&live.channel, &info).await
+            {
+                tracing::warn!(channel = %live.channel, error = %e, "join publish failed");
+            }
+        }
+    }
+
+    /// The `unsubscribe` command.
+    pub(super) async fn client_unsubscribe(&mut self, channel: &str) {
+        let Some(c) = self.connected.as_mut() else {
+            return;
+        };
+        let handle = c.handle.clone();
+        if let Some(sub) = c.subs.remove(channel) {
+            self.release_subscription(channel, sub, &handle).await;
+        }
+    }
+
+    /// A subscription requested through the server API.
+    pub(super) async fn server_subscribe(&mut self, channel: &str) {
+        let req = SubscribeRequest {
+            channel: channel.to_string(),
+            ..Default::default()
+        };
+        match self.subscribe_channel(req, true, None, None).await {
+            Ok((result, live)) => {
+                let frame = encode_push(channel, &PushBody::Subscribe(&result));
+                live.subscriber.go_live(Some(frame), live.after);
+                if let Some(info) = live.join {
+                    let _ = self.node.engine.publish_join(channel, &info).await;
+                }
+            }
+            Err(e) => {
+                tracing::info!(client = %self.client_id, channel, error = %e, "server-side subscribe failed");
+            }
+        }
+    }
+
+    /// An unsubscription requested through the server API.
+    pub(super) async fn server_unsubscribe(&mut self, channel: &str) {
+        let Some(c) = self.connected.as_mut() else {
+            return;
+        };
+        let handle = c.handle.clone();
+        if let Some(sub) = c.subs.remove(channel) {
+            self.release_subscription(channel, sub, &handle).await;
+            let frame = encode_push(
+                channel,
+                &PushBody::Unsubscribe {
+                    code: unsubscribe::SERVER,
+                    reason: "server unsubscribe",
+                },
+            );
+            handle.send(frame);
+        }
+    }
+
+    /// Removes a subscription from the hub, presence and announces the leave.
+    pub(super) async fn release_subscription(
+        &self,
+        channel: &str,
+        sub: SubState,
+        handle: &ClientHandle,
+    ) {
+        let engine = &self.node.engine;
+        if self.node.hub.remove_subscriber(channel, &handle.id)
+            && let Err(e) = engine.unsubscribe(channel).await
+        {
+            tracing::warn!(channel, error = %e, "engine unsubscribe failed");
+        }
+        if sub.presence
+            && let Err(e) = engine.remove_presence(channel, &handle.id).await
+        {
+            tracing::warn!(channel, error = %e, "presence remove failed");
+        }
+        if sub.join_leave {
+            let info = ClientInfo {
+                user: handle.user.clone(),
+                client: handle.id.clone(),
+                conn_info: None,
+                chan_info: sub.chan_info,
+            };
+            if let Err(e) = engine.publish_leave(channel, &info).await {
+                tracing::warn!(channel, error = %e, "leave publish failed");
+            }
+        }
+        drop(sub.subscriber);
+    }
+}
+
+/// How long a presence entry lives without refresh.
+pub(crate) fn presence_ttl() -> std::time::Duration {
+    std::time::Duration::from_secs(60)
+}

@@ -1,0 +1,492 @@
+//! The `ferrocast` configuration: file (TOML or JSON) < environment < command-line flags.
+//!
+//! Every key can be set from the environment as `FERROCAST_<SECTION>_<KEY>` in upper
+//! case (`client.token.hmac_secret_key` → `FERROCAST_CLIENT_TOKEN_HMAC_SECRET_KEY`).
+//! Unknown keys, unknown `FERROCAST_` variables and invalid values are refused with a
+//! message naming the key.
+
+use ferrocast_node::config::{ChannelConfig, ClientConfig, NodeConfig};
+use ferrocast_node::duration::serde_str;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::path::Path;
+use std::time::Duration;
+
+/// `http_server.*`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpServerConfig {
+    /// Address to listen on.
+    pub address: String,
+    /// Port to listen on (0: any free port).
+    pub port: u16,
+    /// How long a client may take to send the HTTP request head (slowloris guard).
+    #[serde(with = "serde_str")]
+    pub handshake_timeout: Duration,
+}
+
+impl Default for HttpServerConfig {
+    fn default() -> Self {
+        HttpServerConfig {
+            address: "0.0.0.0".into(),
+            port: 8000,
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `http_api.*`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpApiConfig {
+    /// API key expected in `X-API-Key` or `Authorization: apikey <key>`.
+    pub key: String,
+    /// Accept API calls without a key. Development only.
+    pub insecure: bool,
+    /// Largest accepted request body in bytes.
+    pub max_body_size: usize,
+}
+
+impl Default for HttpApiConfig {
+    fn default() -> Self {
+        HttpApiConfig {
+            key: String::new(),
+            insecure: false,
+            max_body_size: 1 << 20,
+        }
+    }
+}
+
+/// Which engine connects this node to the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineType {
+    /// In-memory, single node.
+    #[default]
+    Memory,
+    /// Redis: a cluster of nodes.
+    Redis,
+}
+
+/// `engine.redis.*`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// Redis addresses (`redis://host:port`); several shard channels between them.
+    pub address: Vec<String>,
+    /// Prefix of every key and channel.
+    pub prefix: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            address: vec!["redis://127.0.0.1:6379".into()],
+            prefix: "ferrocast".into(),
+        }
+    }
+}
+
+/// `engine.*`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// `memory` or `redis`.
+    #[serde(rename = "type")]
+    pub kind: EngineType,
+    /// Redis settings.
+    pub redis: RedisConfig,
+}
+
+/// `shutdown.*`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// Window over which clients are disconnected on SIGTERM.
+    #[serde(with = "serde_str")]
+    pub drain_window: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        ShutdownConfig {
+            drain_window: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human readable text.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `log.*`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Level filter (`info`, `debug`, or a tracing filter such as `ferrocast=debug`).
+    pub level: String,
+    /// `text` or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Listener.
+    pub http_server: HttpServerConfig,
+    /// Node identity.
+    pub node: NodeConfig,
+    /// Client connections.
+    pub client: ClientConfig,
+    /// Server HTTP API.
+    pub http_api: HttpApiConfig,
+    /// Channels and namespaces.
+    pub channel: ChannelConfig,
+    /// Engine.
+    pub engine: EngineConfig,
+    /// Graceful shutdown.
+    pub shutdown: ShutdownConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// A configuration error naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// File path.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML/JSON.
+    #[error("cannot parse {path}: {message}")]
+    Parse {
+        /// File path.
+        path: String,
+        /// Parser message.
+        message: String,
+    },
+    /// A key is unknown or has an invalid value.
+    #[error("invalid configuration key {key}: {message}")]
+    Key {
+        /// Dotted key path.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A `FERROCAST_` environment variable names no key.
+    #[error("unknown environment variable {0}: it matches no configuration key")]
+    UnknownEnv(String),
+    /// A cross-key rule is broken.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Overrides from command-line flags.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--address`.
+    pub address: Option<String>,
+    /// `--port`.
+    pub port: Option<u16>,
+    /// `--name`.
+    pub name: Option<String>,
+    /// `--redis` (switches to the Redis engine).
+    pub redis: Vec<String>,
+    /// `--log-format`.
+    pub log_format: Option<LogFormat>,
+    /// `--log-level`.
+    pub log_level: Option<String>,
+}
+
+/// Environment variables reserved for the process itself, not configuration keys.
+const NON_CONFIG_ENV: &[&str] = &["FERROCAST_CONFIG"];
+
+fn read_file(path: &Path) -> Result<Value, ConfigError> {
+    let p = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: p.clone(),
+        source,
+    })?;
+    let is_json =
+        path.extension().is_some_and(|e| e == "json") || text.trim_start().starts_with('{');
+    if is_json {
+        serde_json::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: p,
+            message: e.to_string(),
+        })
+    } else {
+        let v: toml::Value = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: p.clone(),
+            message: e.to_string(),
+        })?;
+        serde_json::to_value(v).map_err(|e| ConfigError::Parse {
+            path: p,
+            message: e.to_string(),
+        })
+    }
+}
+
+fn leaf_paths(prefix: &str, v: &Value, out: &mut Vec<(String, Value)>) {
+    match v {
+        Value::Object(m) => {
+            for (k, child) in m {
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                leaf_paths(&p, child, out);
+            }
+        }
+        _ => out.push((prefix.to_string(), v.clone())),
+    }
+}
+
+fn set_path(root: &mut Value, path: &str, value: Value) {
+    let mut cur = root;
+    let parts: Vec<&str> = path.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        if !cur.is_object() {
+            *cur = Value::Object(Map::new());
+        }
+        let Value::Object(map) = cur else { return };
+        if i == parts.len() - 1 {
+            map.insert(part.to_string(), value);
+            return;
+        }
+        cur = map
+            .entry(part.to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
+    }
+}
+
+fn env_value(key: &str, text: &str, default: &Value) -> Result<Value, ConfigError> {
+    let err = |m: &str| ConfigError::Key {
+        key: key.to_string(),
+        message: m.to_string(),
+    };
+    Ok(match default {
+        Value::Bool(_) => match text.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => Value::Bool(true),
+            "false" | "0" | "no" => Value::Bool(false),
+            _ => return Err(err("expected true or false")),
+        },
+        Value::Number(_) => serde_json::from_str(text).map_err(|_| err("expected a number"))?,
+        Value::Array(_) => {
+            if text.trim_start().starts_with('[') {
+                serde_json::from_str(text).map_err(|e| err(&format!("invalid JSON array: {e}")))?
+            } else {
+                Value::Array(
+                    text.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| Value::String(s.to_string()))
+                        .collect(),
+                )
+            }
+        }
+        _ => Value::String(text.to_string()),
+    })
+}
+
+impl Config {
+    /// Loads defaults, then `file`, then `FERROCAST_*` variables from `env`, then flags.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let defaults = serde_json::to_value(Config::default())
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let mut merged = defaults.clone();
+        if let Some(path) = file {
+            let from_file = read_file(path)?;
+            let mut leaves = Vec::new();
+            leaf_paths("", &from_file, &mut leaves);
+            for (path, v) in leaves {
+                set_path(&mut merged, &path, v);
+            }
+        }
+        let mut known = Vec::new();
+        leaf_paths("", &defaults, &mut known);
+        for (name, text) in env {
+            let Some(rest) = name.strip_prefix("FERROCAST_") else {
+                continue;
+            };
+            if NON_CONFIG_ENV.contains(&name.as_str()) {
+                continue;
+            }
+            let found = known
+                .iter()
+                .find(|(path, _)| path.replace('.', "_").to_ascii_uppercase() == rest);
+            let Some((path, default)) = found else {
+                return Err(ConfigError::UnknownEnv(name));
+            };
+            let v = env_value(path, &text, default)?;
+            set_path(&mut merged, path, v);
+        }
+        let mut cfg: Config =
+            serde_path_to_error::deserialize(merged).map_err(|e| ConfigError::Key {
+                key: e.path().to_string(),
+                message: e.inner().to_string(),
+            })?;
+        if let Some(a) = &flags.address {
+            cfg.http_server.address = a.clone();
+        }
+        if let Some(p) = flags.port {
+            cfg.http_server.port = p;
+        }
+        if let Some(n) = &flags.name {
+            cfg.node.name = n.clone();
+        }
+        if !flags.redis.is_empty() {
+            cfg.engine.kind = EngineType::Redis;
+            cfg.engine.redis.address = flags.redis.clone();
+        }
+        if let Some(f) = flags.log_format {
+            cfg.log.format = f;
+        }
+        if let Some(l) = &flags.log_level {
+            cfg.log.level = l.clone();
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks rules spanning several keys.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.client.validate().map_err(ConfigError::Invalid)?;
+        self.channel.validate().map_err(ConfigError::Invalid)?;
+        if self.engine.kind == EngineType::Redis && self.engine.redis.address.is_empty() {
+            return Err(ConfigError::Invalid(
+                "engine.redis.address must list at least one Redis".into(),
+            ));
+        }
+        if self.http_api.max_body_size == 0 {
+            return Err(ConfigError::Invalid(
+                "http_api.max_body_size must be positive".into(),
+            ));
+        }
+        ferrocast_node::auth::TokenVerifier::new(&self.client.token)
+            .map_err(ConfigError::Invalid)?;
+        Ok(())
+    }
+}
+
+/// A commented configuration file with every key at its default value.
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("default_config.toml");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(toml_text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile_dir();
+        let path = dir.join("c.toml");
+        std::fs::write(&path, toml_text).unwrap();
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Config::load(Some(&path), env, &Overrides::default())
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("ferrocast-cfg-{}", uuid_like()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn uuid_like() -> String {
+        format!("{}-{}", std::process::id(), fastrand::u64(..))
+    }
+
+    #[test]
+    fn default_file_matches_defaults() {
+        let cfg = load_str(DEFAULT_CONFIG_TOML, &[]).unwrap();
+        assert_eq!(
+            serde_json::to_value(&cfg).unwrap(),
+            serde_json::to_value(Config::default()).unwrap()
+        );
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let cfg = load_str(
+            "[client]\ninsecure = false\n",
+            &[
+                ("FERROCAST_CLIENT_TOKEN_HMAC_SECRET_KEY", "s3"),
+                ("FERROCAST_CLIENT_INSECURE", "true"),
+                ("FERROCAST_HTTP_SERVER_PORT", "9001"),
+                (
+                    "FERROCAST_CLIENT_ALLOWED_ORIGINS",
+                    "https://a.example,https://b.example",
+                ),
+                ("OTHER", "x"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(cfg.client.token.hmac_secret_key, "s3");
+        assert!(cfg.client.insecure);
+        assert_eq!(cfg.http_server.port, 9001);
+        assert_eq!(cfg.client.allowed_origins.len(), 2);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = load_str("[client]\nbogus = 1\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bogus"), "{e}");
+        let e = load_str("[client]\nping_interval = \"abc\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("client.ping_interval"), "{e}");
+        let e = load_str("", &[("FERROCAST_NOPE", "1")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("FERROCAST_NOPE"), "{e}");
+        let e = load_str(
+            "[[channel.namespaces]]\nname = \"chat\"\nprezence = true\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("prezence"), "{e}");
+        let e = load_str("[channel.without_namespace]\nhistory_size = 10\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("history_ttl"), "{e}");
+    }
+
+    #[test]
+    fn json_files_work() {
+        let dir = tempfile_dir();
+        let path = dir.join("c.json");
+        std::fs::write(
+            &path,
+            r#"{"channel":{"namespaces":[{"name":"chat","presence":true,"history_size":10,"history_ttl":"60s"}]}}"#,
+        )
+        .unwrap();
+        let cfg = Config::load(Some(&path), Vec::new(), &Overrides::default()).unwrap();
+        assert_eq!(cfg.channel.namespaces[0].options.history_size, 10);
+    }
+}

@@ -1,0 +1,13 @@
+//! The `ferrocast` binary's library: configuration, CLI, HTTP server, WebSocket
+//! transport, server API routes, health/readiness/metrics and graceful drain.
+//!
+//! - A WebSocket frame enters in [`websocket`] and is handed to the node's session.
+//! - HTTP routes live in [`http`]; `ferrocast serve` in [`serve`].
+
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod observability;
+pub mod serve;
+pub mod token;
+pub mod websocket;

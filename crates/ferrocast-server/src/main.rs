@@ -1,0 +1,5 @@
+//! The `ferrocast` executable.
+
+fn main() -> anyhow::Result<()> {
+    ferrocast_server::cli::main()
+}

@@ -1,0 +1,179 @@
+//! `ferrocast serve`: the listener, the accept loop and graceful drain on SIGTERM.
+
+use crate::config::{Config, EngineType};
+use crate::http::{AppState, handle};
+use crate::observability::Metrics;
+use anyhow::Context;
+use ferrocast_engine::Engine;
+use ferrocast_engine::memory::MemoryEngine;
+use ferrocast_node::{Node, NodeOptions};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Builds the engine the configuration asks for.
+async fn build_engine(cfg: &Config) -> anyhow::Result<Arc<dyn Engine>> {
+    match cfg.engine.kind {
+        EngineType::Memory => {
+            let engine = Arc::new(MemoryEngine::new());
+            let sweeper = engine.clone();
+            tokio::spawn(async move {
+                let mut t = tokio::time::interval(Duration::from_secs(10));
+                loop {
+                    t.tick().await;
+                    sweeper.sweep();
+                }
+            });
+            Ok(engine)
+        }
+        EngineType::Redis => anyhow::bail!(
+            "engine.type = \"redis\" is not available in this build yet; use the memory engine"
+        ),
+    }
+}
+
+/// Runs the broker until SIGTERM or SIGINT, then drains and returns.
+pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+    if cfg.client.insecure {
+        tracing::warn!(
+            "client.insecure is on: connections without tokens are accepted and channel permissions are not checked. Never use this in production"
+        );
+    }
+    if cfg.http_api.insecure {
+        tracing::warn!("http_api.insecure is on: the server API accepts calls without a key");
+    } else if cfg.http_api.key.is_empty() {
+        tracing::warn!("http_api.key is empty: every server API call will be refused");
+    }
+    if cfg.client.token.hmac_secret_key.is_empty() && !cfg.client.insecure {
+        tracing::warn!(
+            "client.token.hmac_secret_key is empty: HS256 connection tokens cannot be verified"
+        );
+    }
+    let metrics = Metrics::install();
+    let engine = build_engine(&cfg).await?;
+    let node = Node::start(
+        NodeOptions {
+            name: cfg.node.name.clone(),
+            client: cfg.client.clone(),
+            channel: cfg.channel.clone(),
+        },
+        engine,
+    )
+    .await?;
+    let addr = format!("{}:{}", cfg.http_server.address, cfg.http_server.port);
+    let listener = TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    tracing::info!(address = %local, node = %node.name, engine = ?cfg.engine.kind, "listening");
+
+    let state = Arc::new(AppState {
+        node: node.clone(),
+        api: cfg.http_api.clone(),
+        metrics,
+        sockets: TaskTracker::new(),
+    });
+    let stop_accepting = CancellationToken::new();
+    let http_conns = TaskTracker::new();
+    let accept = tokio::spawn(accept_loop(
+        listener,
+        state.clone(),
+        stop_accepting.clone(),
+        http_conns.clone(),
+        cfg.http_server.handshake_timeout,
+    ));
+
+    wait_for_signal().await;
+    tracing::info!("shutdown signal received");
+    // Readiness turns false first, then the listener closes and clients are drained.
+    stop_accepting.cancel();
+    let _ = accept.await;
+    node.drain(cfg.shutdown.drain_window).await;
+    state.sockets.close();
+    if tokio::time::timeout(Duration::from_secs(5), state.sockets.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some connections did not close in time");
+    }
+    http_conns.close();
+    let _ = tokio::time::timeout(Duration::from_secs(2), http_conns.wait()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = tokio::signal::ctrl_c() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    stop: CancellationToken,
+    conns: TaskTracker,
+    handshake_timeout: Duration,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let stop = stop.clone();
+        conns.spawn(async move {
+            let service = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(state, req).await) }
+            });
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(handshake_timeout)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(peer = %peer, error = %e, "http connection ended with error");
+                    }
+                }
+                _ = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+}
