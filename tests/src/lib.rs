@@ -1,1 +1,27 @@
+//! Test harness: starts real `ferrocast` node processes on free ports and talks to them
+//! with real WebSocket and HTTP clients.
 
+pub mod client;
+pub mod node;
+
+pub use client::Client;
+pub use node::{NodeProcess, base_config, http_request, token};
+
+/// Path of the node binary built next to the test executables.
+pub fn node_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe
+        .parent()
+        .and_then(|d| {
+            if d.ends_with("deps") {
+                d.parent()
+            } else {
+                Some(d)
+            }
+        })
+        .expect("target dir");
+    dir.join(format!(
+        "ferrocast-testnode{}",
+        std::env::consts::EXE_SUFFIX
+    ))
+}
