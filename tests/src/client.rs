@@ -23,6 +23,7 @@ pub struct Client {
     /// Server pings seen.
     pub pings: usize,
     closed: Option<(u16, String)>,
+    pending: VecDeque<Value>,
 }
 
 /// What [`Client::read_event`] returned.
@@ -60,6 +61,7 @@ impl Client {
             auto_pong: true,
             pings: 0,
             closed: None,
+            pending: VecDeque::new(),
         })
     }
 
@@ -160,6 +162,9 @@ impl Client {
 
     /// Reads one JSON object or the close; handles pings. `None` on timeout.
     pub async fn read_event(&mut self, within: Duration) -> Option<Event> {
+        if let Some(v) = self.pending.pop_front() {
+            return Some(Event::Json(v));
+        }
         if let Some((code, reason)) = &self.closed {
             return Some(Event::Closed(*code, reason.clone()));
         }
@@ -186,7 +191,7 @@ impl Client {
                         if out.is_none() {
                             out = Some(v);
                         } else {
-                            self.stash(v);
+                            self.pending.push_back(v);
                         }
                     }
                     if let Some(v) = out {

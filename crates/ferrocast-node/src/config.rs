@@ -8,19 +8,11 @@ use serde::{Deserialize, Deserializer, Serialize};
 use std::time::Duration;
 
 /// `node.*`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NodeConfig {
     /// Human readable node name (defaults to the host name and port).
     pub name: String,
-}
-
-impl Default for NodeConfig {
-    fn default() -> Self {
-        NodeConfig {
-            name: String::new(),
-        }
-    }
 }
 
 /// `client.token.*`: how connection and subscription tokens are verified.

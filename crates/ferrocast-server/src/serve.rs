@@ -90,9 +90,8 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
 
     wait_for_signal().await;
     tracing::info!("shutdown signal received");
-    // Readiness turns false first, then the listener closes and clients are drained.
-    stop_accepting.cancel();
-    let _ = accept.await;
+    // Readiness turns false and new WebSocket upgrades are refused at once; the listener
+    // stays open for probes while existing clients are disconnected over the window.
     node.drain(cfg.shutdown.drain_window).await;
     state.sockets.close();
     if tokio::time::timeout(Duration::from_secs(5), state.sockets.wait())
@@ -101,6 +100,8 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     {
         tracing::warn!("some connections did not close in time");
     }
+    stop_accepting.cancel();
+    let _ = accept.await;
     http_conns.close();
     let _ = tokio::time::timeout(Duration::from_secs(2), http_conns.wait()).await;
     tracing::info!("stopped");

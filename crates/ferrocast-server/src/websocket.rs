@@ -203,10 +203,11 @@ async fn write_batch(sink: &mut SplitSink<Ws, Message>, batch: &[Bytes]) -> Resu
     }
     let mut buf = BytesMut::new();
     for frame in batch {
-        if !buf.is_empty() && buf.len() + frame.len() + 1 > MAX_BATCH_MESSAGE {
-            if let Some(m) = text(buf.split().freeze()) {
-                sink.feed(m).await?;
-            }
+        if !buf.is_empty()
+            && buf.len() + frame.len() + 1 > MAX_BATCH_MESSAGE
+            && let Some(m) = text(buf.split().freeze())
+        {
+            sink.feed(m).await?;
         }
         if !buf.is_empty() {
             buf.put_u8(b'\n');

@@ -1,0 +1,257 @@
+//! Limits and bad input: each case gets its exact error or close code, and other
+//! clients are not disturbed.
+
+use ferrocast_tests::node::now;
+use ferrocast_tests::{Client, NodeProcess, base_config, token};
+use serde_json::{Value, json};
+
+fn user_token(user: &str) -> String {
+    token(json!({"sub": user, "exp": now() + 3600}))
+}
+
+/// A subscribed bystander that must keep receiving publications.
+async fn bystander(n: &NodeProcess) -> Client {
+    let (mut c, _) = Client::connect(&n.ws_url(), &user_token("bystander")).await;
+    c.command("subscribe", json!({"channel": "news"})).await;
+    c
+}
+
+async fn bystander_still_served(n: &NodeProcess, c: &mut Client) {
+    let marker = json!({"still": "here"});
+    n.api_ok("publish", json!({"channel": "news", "data": marker}))
+        .await;
+    loop {
+        let p = c.push().await;
+        if p["pub"]["data"] == marker {
+            return;
+        }
+    }
+}
+
+async fn node_with(f: impl FnOnce(&mut Value)) -> NodeProcess {
+    let mut cfg = base_config();
+    f(&mut cfg);
+    NodeProcess::start(cfg).await
+}
+
+#[tokio::test]
+async fn node_connection_limit_closes_3504() {
+    let n = node_with(|c| c["client"]["connection_limit"] = json!(2)).await;
+    let (_a, _) = Client::connect(&n.ws_url(), &user_token("1")).await;
+    let (_b, _) = Client::connect(&n.ws_url(), &user_token("2")).await;
+    let mut c = Client::open(&n.ws_url()).await;
+    c.send_text(json!({"id": 1, "connect": {"token": user_token("3")}}).to_string())
+        .await;
+    assert_eq!(c.closed().await.0, 3504);
+}
+
+#[tokio::test]
+async fn user_connection_limit_closes_3504() {
+    let n = node_with(|c| c["client"]["user_connection_limit"] = json!(1)).await;
+    let (_a, _) = Client::connect(&n.ws_url(), &user_token("1")).await;
+    let mut c = Client::open(&n.ws_url()).await;
+    c.send_text(json!({"id": 1, "connect": {"token": user_token("1")}}).to_string())
+        .await;
+    assert_eq!(c.closed().await.0, 3504);
+    let (_b, _) = Client::connect(&n.ws_url(), &user_token("2")).await;
+}
+
+#[tokio::test]
+async fn channel_limit_106_and_3505() {
+    let n = node_with(|c| c["client"]["channel_limit"] = json!(2)).await;
+    let (mut c, _) = Client::connect(&n.ws_url(), &user_token("1")).await;
+    for ch in ["a", "b"] {
+        assert!(
+            c.command("subscribe", json!({"channel": ch}))
+                .await
+                .get("subscribe")
+                .is_some()
+        );
+    }
+    let r = c.command("subscribe", json!({"channel": "c"})).await;
+    assert_eq!(r["error"]["code"], 106);
+    let t = token(json!({"sub": "1", "channels": ["a", "b", "c"]}));
+    let mut d = Client::open(&n.ws_url()).await;
+    d.send_text(json!({"id": 1, "connect": {"token": t}}).to_string())
+        .await;
+    assert_eq!(d.closed().await.0, 3505);
+}
+
+#[tokio::test]
+async fn oversized_frame_closes_3501() {
+    let n = node_with(|c| c["client"]["max_message_size"] = json!(1024)).await;
+    let mut by = bystander(&n).await;
+    let (mut c, _) = Client::connect(&n.ws_url(), &user_token("1")).await;
+    let big = json!({"id": 2, "publish": {"channel": "news", "data": "x".repeat(2000)}});
+    c.send_text(big.to_string()).await;
+    assert_eq!(c.closed().await.0, 3501);
+    bystander_still_served(&n, &mut by).await;
+}
+
+#[tokio::test]
+async fn malformed_input_closes_3501_without_disturbing_others() {
+    let n = NodeProcess::start(base_config()).await;
+    let mut by = bystander(&n).await;
+    let cases: Vec<(&str, String)> = vec![
+        ("malformed json", "{\"id\":1,".to_string()),
+        ("wrong shape", "[1,2,3]".to_string()),
+        (
+            "id out of range",
+            json!({"id": 99999999999u64, "ping": {}}).to_string(),
+        ),
+        ("negative id", json!({"id": -1, "ping": {}}).to_string()),
+        (
+            "missing id",
+            json!({"subscribe": {"channel": "news"}}).to_string(),
+        ),
+        (
+            "field of wrong type",
+            json!({"id": 3, "subscribe": {"channel": 5}}).to_string(),
+        ),
+    ];
+    for (name, frame) in cases {
+        let (mut c, _) = Client::connect(&n.ws_url(), &user_token("1")).await;
+        c.send_text(frame).await;
+        assert_eq!(c.closed().await.0, 3501, "{name}");
+    }
+    // Binary frame on the JSON protocol.
+    let (mut c, _) = Client::connect(&n.ws_url(), &user_token("1")).await;
+    c.send_binary(vec![1, 2, 3]).await;
+    assert_eq!(c.closed().await.0, 3501, "binary");
+    // A command before connect.
+    let mut c = Client::open(&n.ws_url()).await;
+    c.send_text(json!({"id": 1, "subscribe": {"channel": "news"}}).to_string())
+        .await;
+    assert_eq!(c.closed().await.0, 3501, "before connect");
+    // Too many commands in one frame.
+    let (mut c, _) = Client::connect(&n.ws_url(), &user_token("1")).await;
+    let frame: Vec<String> = (0..1001)
+        .map(|i| json!({"id": i + 10, "ping": {}}).to_string())
+        .collect();
+    c.send_text(frame.join("\n")).await;
+    assert_eq!(c.closed().await.0, 3501, "too many commands");
+    bystander_still_served(&n, &mut by).await;
+}
+
+#[tokio::test]
+async fn unknown_method_is_error_107_and_connection_stays() {
+    let n = NodeProcess::start(base_config()).await;
+    let (mut c, _) = Client::connect(&n.ws_url(), &user_token("1")).await;
+    c.send_text(json!({"id": 5, "frobnicate": {}}).to_string())
+        .await;
+    assert_eq!(c.reply(5).await["error"]["code"], 107);
+    c.send_text(json!({"id": 6, "ping": {}, "presence": {"channel": "x"}}).to_string())
+        .await;
+    assert_eq!(c.reply(6).await["error"]["code"], 107);
+    // Unknown extra fields are ignored.
+    let r = c
+        .command(
+            "subscribe",
+            json!({"channel": "news", "flag": 1, "tf": {"op": ""}, "delta": "fossil"}),
+        )
+        .await;
+    assert!(r.get("subscribe").is_some(), "{r}");
+    assert_eq!(c.command("ping", json!({})).await["ping"], json!({}));
+}
+
+#[tokio::test]
+async fn command_rate_limit_111_then_3013() {
+    let n = node_with(|c| {
+        c["client"]["command_rate_limit"] = json!(1);
+        c["client"]["command_rate_burst"] = json!(5);
+        c["client"]["command_rate_disconnect_after"] = json!(20);
+    })
+    .await;
+    let mut by = bystander(&n).await;
+    let (mut c, _) = Client::connect(&n.ws_url(), &user_token("1")).await;
+    // connect used one token of the burst: 4 pings pass, the rest get 111.
+    let frame: Vec<String> = (0..10)
+        .map(|i| json!({"id": 100 + i, "ping": {}}).to_string())
+        .collect();
+    c.send_text(frame.join("\n")).await;
+    let mut codes = Vec::new();
+    for i in 0..10 {
+        let r = c.reply(100 + i).await;
+        codes.push(r["error"]["code"].as_u64().unwrap_or(0));
+    }
+    assert_eq!(codes, vec![0, 0, 0, 0, 111, 111, 111, 111, 111, 111]);
+    let flood: Vec<String> = (0..30)
+        .map(|i| json!({"id": 200 + i, "ping": {}}).to_string())
+        .collect();
+    c.send_text(flood.join("\n")).await;
+    assert_eq!(c.closed().await.0, 3013);
+    bystander_still_served(&n, &mut by).await;
+}
+
+#[tokio::test]
+async fn origins_are_checked_on_upgrade() {
+    let n = node_with(|c| c["client"]["allowed_origins"] = json!(["https://good.example"])).await;
+    let err = Client::open_with_origin(&n.ws_url(), Some("https://evil.example"))
+        .await
+        .err()
+        .expect("forbidden origin must be refused");
+    assert!(err.to_string().contains("403"), "{err}");
+    assert!(
+        Client::open_with_origin(&n.ws_url(), Some("https://good.example"))
+            .await
+            .is_ok()
+    );
+    assert!(Client::open_with_origin(&n.ws_url(), None).await.is_ok());
+    // Default (empty list): same host only.
+    let n = node_with(|c| c["client"]["allowed_origins"] = json!([])).await;
+    let err = Client::open_with_origin(&n.ws_url(), Some("https://evil.example")).await;
+    assert!(err.is_err());
+    let same = format!("http://{}", n.addr);
+    assert!(
+        Client::open_with_origin(&n.ws_url(), Some(&same))
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn connect_timeout_closes_stale_3502() {
+    let n = node_with(|c| c["client"]["connect_timeout"] = json!("500ms")).await;
+    let mut c = Client::open(&n.ws_url()).await;
+    assert_eq!(c.closed().await.0, 3502);
+}
+
+#[tokio::test]
+async fn slow_consumer_is_closed_3008_and_others_get_everything() {
+    let n = node_with(|c| {
+        c["client"]["queue_max_size"] = json!(262144);
+        c["client"]["max_message_size"] = json!(65536);
+    })
+    .await;
+    let (mut fast, _) = Client::connect(&n.ws_url(), &user_token("fast")).await;
+    fast.command("subscribe", json!({"channel": "news"})).await;
+    let (mut slow, _) = Client::connect(&n.ws_url(), &user_token("slow")).await;
+    slow.command("subscribe", json!({"channel": "news"})).await;
+    // `slow` stops reading now; `fast` reads in its own task. Publish ~24 MiB.
+    let payload = "y".repeat(8 * 1024);
+    let total: u64 = 3000;
+    let reader = tokio::spawn(async move {
+        let mut received = 0;
+        while received < total {
+            let p = fast.push().await;
+            assert_eq!(p["pub"]["data"]["seq"], received, "order and completeness");
+            received += 1;
+        }
+        received
+    });
+    // Bursts stay below the queue bound so a reading client never overflows.
+    for batch in 0..(total / 20) {
+        let commands: Vec<Value> = (0..20)
+            .map(|i| json!({"publish": {"channel": "news", "data": {"seq": batch * 20 + i, "p": payload}}}))
+            .collect();
+        n.api_ok("batch", json!({"commands": commands})).await;
+    }
+    assert_eq!(reader.await.unwrap(), total);
+    let (code, reason) = slow.closed().await;
+    assert_eq!((code, reason.as_str()), (3008, "slow"));
+    let (_, metrics) = n.get("/metrics").await;
+    assert!(
+        metrics.contains("ferrocast_slow_consumer_closes_total 1"),
+        "{metrics}"
+    );
+}
