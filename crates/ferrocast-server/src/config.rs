@@ -429,6 +429,12 @@ mod tests {
     }
 
     #[test]
+    fn shipped_dev_config_is_valid() {
+        let cfg = load_str(include_str!("../../../config/dev.toml"), &[]).unwrap();
+        assert_eq!(cfg.channel.namespaces[0].name, "chat");
+    }
+
+    #[test]
     fn env_overrides_file() {
         let cfg = load_str(
             "[client]\ninsecure = false\n",
