@@ -7,8 +7,10 @@
 //! default) and the Redis engine (a cluster of nodes).
 
 pub mod memory;
+pub mod redis;
 
 use async_trait::async_trait;
+use ferrocast_protocol::envelope::{ControlMessage, NodeInfo};
 use ferrocast_protocol::{ClientInfo, Publication, StreamPosition};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -86,6 +88,45 @@ pub trait EventHandler: Send + Sync + 'static {
     fn on_join(&self, channel: &str, info: &ClientInfo);
     /// A client left a channel this node follows.
     fn on_leave(&self, channel: &str, info: &ClientInfo);
+    /// The engine may have missed publications of `channel` (offset gap, lost pub/sub
+    /// connection): its subscribers must recover from history.
+    fn on_insufficient_state(&self, channel: &str);
+    /// A cluster-wide command arrived on the control channel.
+    fn on_control(&self, message: ControlMessage);
+    /// Whether this node still has subscribers of `channel` (checked before the engine
+    /// stops following it).
+    fn has_local_subscribers(&self, channel: &str) -> bool;
+}
+
+/// One entry of the backend command stream.
+#[derive(Debug, Clone)]
+pub struct StreamCommand {
+    /// Stream entry id.
+    pub id: String,
+    /// The `method` field, if present and UTF-8.
+    pub method: Option<String>,
+    /// The `payload` field, if present.
+    pub payload: Option<Vec<u8>>,
+}
+
+/// The backend command stream (`<prefix>:api`): entries any backend can append.
+#[async_trait]
+pub trait CommandStream: Send + Sync + 'static {
+    /// Takes or renews the consumer lease for `consumer`; only the lease holder consumes,
+    /// which keeps per-channel order equal to stream order.
+    async fn acquire_lease(&self, consumer: &str, ttl: Duration) -> Result<bool, EngineError>;
+    /// Next entries for `consumer`: its own pending ones first, then pending entries of
+    /// other consumers, then new ones (waiting up to `block`).
+    async fn read(
+        &self,
+        consumer: &str,
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<StreamCommand>, EngineError>;
+    /// Marks an entry as applied.
+    async fn ack(&self, id: &str) -> Result<(), EngineError>;
+    /// Moves an entry that can never be applied to the dead-letter stream, with `error`.
+    async fn dead_letter(&self, entry: &StreamCommand, error: &str) -> Result<(), EngineError>;
 }
 
 /// The backplane: publish/subscribe, history and presence.
@@ -131,12 +172,49 @@ pub trait Engine: Send + Sync + 'static {
     async fn presence(&self, channel: &str) -> Result<HashMap<String, ClientInfo>, EngineError>;
     /// Presence counts of a channel.
     async fn presence_stats(&self, channel: &str) -> Result<PresenceStats, EngineError>;
+    /// Sends a message to every node (this one included) on the control channel.
+    async fn publish_control(&self, message: &ControlMessage) -> Result<(), EngineError>;
+    /// Nodes that announced themselves recently (this one included once it announced).
+    fn nodes(&self) -> Vec<NodeInfo>;
+    /// Registers a connection of `user` cluster-wide for `ttl`; returns false (and
+    /// registers nothing) when the user already has `limit` connections (0: no limit).
+    async fn add_user_connection(
+        &self,
+        user: &str,
+        client: &str,
+        ttl: Duration,
+        limit: u32,
+    ) -> Result<bool, EngineError>;
+    /// Removes a connection of `user`.
+    async fn remove_user_connection(&self, user: &str, client: &str) -> Result<(), EngineError>;
+    /// Extends the registration of these (user, client) connections by `ttl`.
+    async fn refresh_user_connections(
+        &self,
+        connections: &[(String, String)],
+        ttl: Duration,
+    ) -> Result<(), EngineError>;
+    /// For each user, whether it has a connection anywhere in the cluster.
+    async fn user_status(&self, users: &[String]) -> Result<Vec<bool>, EngineError>;
+    /// The backend command stream, when the engine has one.
+    fn command_stream(&self) -> Option<Arc<dyn CommandStream>> {
+        None
+    }
 }
 
 /// A new random stream epoch.
 pub fn new_epoch() -> String {
     let id = uuid::Uuid::new_v4().simple().to_string();
     id[..8].to_string()
+}
+
+/// A stable 64-bit FNV-1a hash (the same on every node and version).
+pub fn stable_hash(data: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in data {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
 }
 
 /// Milliseconds since the Unix epoch.

@@ -9,6 +9,7 @@ use crate::{
     new_epoch,
 };
 use async_trait::async_trait;
+use ferrocast_protocol::envelope::{ControlMessage, NodeInfo};
 use ferrocast_protocol::{ClientInfo, Publication, StreamPosition};
 use parking_lot::Mutex;
 use std::collections::hash_map::DefaultHasher;
@@ -62,6 +63,8 @@ struct Shard {
 pub struct MemoryEngine {
     shards: Box<[Mutex<Shard>]>,
     handler: OnceLock<Arc<dyn EventHandler>>,
+    node: Mutex<Option<NodeInfo>>,
+    users: Mutex<HashMap<String, HashMap<String, Instant>>>,
 }
 
 impl Default for MemoryEngine {
@@ -76,6 +79,8 @@ impl MemoryEngine {
         MemoryEngine {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             handler: OnceLock::new(),
+            node: Mutex::new(None),
+            users: Mutex::new(HashMap::new()),
         }
     }
 
@@ -95,6 +100,11 @@ impl MemoryEngine {
             }
             s.idempotency.retain(|_, (until, _)| *until > now);
         }
+        let mut users = self.users.lock();
+        for conns in users.values_mut() {
+            conns.retain(|_, until| *until > now);
+        }
+        users.retain(|_, conns| !conns.is_empty());
     }
 }
 
@@ -273,6 +283,76 @@ impl Engine for MemoryEngine {
     async fn presence(&self, channel: &str) -> Result<HashMap<String, ClientInfo>, EngineError> {
         let shard = self.shard(channel).lock();
         Ok(shard.presence.get(channel).cloned().unwrap_or_default())
+    }
+
+    async fn publish_control(&self, message: &ControlMessage) -> Result<(), EngineError> {
+        match message {
+            ControlMessage::Node(info) => *self.node.lock() = Some(info.clone()),
+            other => {
+                if let Some(h) = self.handler.get() {
+                    h.on_control(other.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn nodes(&self) -> Vec<NodeInfo> {
+        self.node.lock().iter().cloned().collect()
+    }
+
+    async fn add_user_connection(
+        &self,
+        user: &str,
+        client: &str,
+        ttl: Duration,
+        limit: u32,
+    ) -> Result<bool, EngineError> {
+        let now = Instant::now();
+        let mut users = self.users.lock();
+        let conns = users.entry(user.to_string()).or_default();
+        conns.retain(|_, until| *until > now);
+        if limit > 0 && conns.len() >= limit as usize && !conns.contains_key(client) {
+            return Ok(false);
+        }
+        conns.insert(client.to_string(), now + ttl);
+        Ok(true)
+    }
+
+    async fn remove_user_connection(&self, user: &str, client: &str) -> Result<(), EngineError> {
+        let mut users = self.users.lock();
+        if let Some(conns) = users.get_mut(user) {
+            conns.remove(client);
+            if conns.is_empty() {
+                users.remove(user);
+            }
+        }
+        Ok(())
+    }
+
+    async fn refresh_user_connections(
+        &self,
+        connections: &[(String, String)],
+        ttl: Duration,
+    ) -> Result<(), EngineError> {
+        let until = Instant::now() + ttl;
+        let mut users = self.users.lock();
+        for (user, client) in connections {
+            users
+                .entry(user.clone())
+                .or_default()
+                .insert(client.clone(), until);
+        }
+        Ok(())
+    }
+
+    async fn user_status(&self, users: &[String]) -> Result<Vec<bool>, EngineError> {
+        let now = Instant::now();
+        let map = self.users.lock();
+        Ok(users
+            .iter()
+            .map(|u| map.get(u).is_some_and(|c| c.values().any(|t| *t > now)))
+            .collect())
     }
 
     async fn presence_stats(&self, channel: &str) -> Result<PresenceStats, EngineError> {

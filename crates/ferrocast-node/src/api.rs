@@ -3,10 +3,10 @@
 //! [`call`] takes a method name and its JSON body and returns the JSON result, with the
 //! same shapes as Centrifugo's server API.
 
-use crate::hub::SessionControl;
 use crate::metrics as m;
 use crate::node::{Node, PublishParams, engine_error};
 use ferrocast_engine::HistoryFilter;
+use ferrocast_protocol::envelope::ControlMessage;
 use ferrocast_protocol::{Disconnect, ErrorCode, ProtocolError, RawJson, StreamPosition};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -29,6 +29,7 @@ pub const METHODS: &[&str] = &[
     "channels",
     "info",
     "batch",
+    "user_status",
 ];
 
 #[derive(Deserialize)]
@@ -118,6 +119,12 @@ struct HistoryBody {
 struct ChannelsBody {
     #[serde(default)]
     pattern: String,
+}
+
+#[derive(Deserialize)]
+struct UsersBody {
+    #[serde(default)]
+    users: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -212,20 +219,23 @@ async fn dispatch(node: &Node, method: &str, body: &[u8]) -> Result<Value, Proto
                 return Err(bad("user required"));
             }
             node.rules.options(&b.channel)?;
-            for client in node.hub.user_clients(&b.user) {
-                if !b.client.is_empty() && client.id != b.client {
-                    continue;
+            let msg = if method == "subscribe" {
+                ControlMessage::Subscribe {
+                    user: b.user,
+                    client: b.client,
+                    channel: b.channel,
                 }
-                let channel = b.channel.clone();
-                let ctl = if method == "subscribe" {
-                    SessionControl::Subscribe { channel }
-                } else {
-                    SessionControl::Unsubscribe { channel }
-                };
-                if client.control.send(ctl).await.is_err() {
-                    tracing::debug!(client = %client.id, "session gone before control");
+            } else {
+                ControlMessage::Unsubscribe {
+                    user: b.user,
+                    client: b.client,
+                    channel: b.channel,
                 }
-            }
+            };
+            node.engine
+                .publish_control(&msg)
+                .await
+                .map_err(engine_error)?;
             Ok(json!({}))
         }
         "disconnect" => {
@@ -245,17 +255,16 @@ async fn dispatch(node: &Node, method: &str, body: &[u8]) -> Result<Value, Proto
                 }
                 None => Disconnect::FORCE_DISCONNECT,
             };
-            let clients = if b.user.is_empty() {
-                node.hub.client(&b.client).into_iter().collect()
-            } else {
-                node.hub.user_clients(&b.user)
+            let msg = ControlMessage::Disconnect {
+                user: b.user,
+                client: b.client,
+                code: d.code,
+                reason: d.reason.into_owned(),
             };
-            for client in clients {
-                if !b.client.is_empty() && client.id != b.client {
-                    continue;
-                }
-                client.outbox.close(d.clone());
-            }
+            node.engine
+                .publish_control(&msg)
+                .await
+                .map_err(engine_error)?;
             Ok(json!({}))
         }
         "refresh" => {
@@ -263,17 +272,35 @@ async fn dispatch(node: &Node, method: &str, body: &[u8]) -> Result<Value, Proto
             if b.user.is_empty() {
                 return Err(bad("user required"));
             }
-            for client in node.hub.user_clients(&b.user) {
-                if !b.client.is_empty() && client.id != b.client {
-                    continue;
-                }
-                let ctl = SessionControl::Refresh {
-                    expired: b.expired,
-                    expire_at: b.expire_at,
-                };
-                let _ = client.control.send(ctl).await;
-            }
+            let msg = ControlMessage::Refresh {
+                user: b.user,
+                client: b.client,
+                expired: b.expired,
+                expire_at: b.expire_at,
+            };
+            node.engine
+                .publish_control(&msg)
+                .await
+                .map_err(engine_error)?;
             Ok(json!({}))
+        }
+        "user_status" => {
+            let b: UsersBody = parse(body)?;
+            if b.users.len() > 1000 {
+                return Err(bad("at most 1000 users per call"));
+            }
+            let online = node
+                .engine
+                .user_status(&b.users)
+                .await
+                .map_err(engine_error)?;
+            let statuses: Vec<Value> = b
+                .users
+                .iter()
+                .zip(online)
+                .map(|(u, o)| json!({"user": u, "online": o}))
+                .collect();
+            Ok(json!({ "statuses": statuses }))
         }
         "presence" => {
             let b: ChannelBody = parse(body)?;
@@ -341,17 +368,16 @@ async fn dispatch(node: &Node, method: &str, body: &[u8]) -> Result<Value, Proto
             Ok(json!({ "channels": channels }))
         }
         "info" => {
-            let s = node.hub.stats();
-            Ok(json!({ "nodes": [{
-                "uid": node.id,
-                "name": node.name,
-                "version": crate::node::VERSION,
-                "num_clients": s.clients,
-                "num_users": s.users,
-                "num_channels": s.channels,
-                "num_subs": s.subscriptions,
-                "uptime": node.uptime(),
-            }]}))
+            let own = crate::cluster::node_info(node);
+            let mut nodes: Vec<_> = node
+                .engine
+                .nodes()
+                .into_iter()
+                .filter(|n| n.uid != own.uid)
+                .collect();
+            nodes.push(own);
+            nodes.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(json!({ "nodes": nodes }))
         }
         "batch" => {
             let b: BatchBody = parse(body)?;

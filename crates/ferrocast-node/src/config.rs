@@ -66,6 +66,13 @@ pub struct ClientConfig {
     pub command_rate_burst: u32,
     /// Rejected commands (111) in a row after which the connection is closed (3013).
     pub command_rate_disconnect_after: u32,
+    /// How often a node refreshes the presence and user registrations of its connections.
+    #[serde(with = "serde_str")]
+    pub presence_update_interval: Duration,
+    /// How long a presence or user registration lives without refresh (a crashed node's
+    /// entries vanish after it).
+    #[serde(with = "serde_str")]
+    pub presence_ttl: Duration,
 }
 
 impl Default for ClientConfig {
@@ -86,6 +93,8 @@ impl Default for ClientConfig {
             command_rate_limit: 100,
             command_rate_burst: 500,
             command_rate_disconnect_after: 100,
+            presence_update_interval: Duration::from_secs(25),
+            presence_ttl: Duration::from_secs(60),
         }
     }
 }
@@ -262,6 +271,13 @@ impl ClientConfig {
         }
         if self.max_commands_per_frame == 0 {
             return Err("client.max_commands_per_frame must be positive".into());
+        }
+        if self.presence_update_interval.is_zero()
+            || self.presence_ttl <= self.presence_update_interval
+        {
+            return Err(
+                "client.presence_ttl must be longer than client.presence_update_interval".into(),
+            );
         }
         Ok(())
     }

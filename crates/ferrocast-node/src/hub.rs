@@ -5,6 +5,7 @@
 use crate::metrics as m;
 use crate::outbox::{Outbox, PushResult};
 use bytes::Bytes;
+use ferrocast_protocol::envelope::ControlMessage;
 use ferrocast_protocol::{ClientInfo, Disconnect, Publication, PushBody, encode_push};
 use parking_lot::{Mutex, RwLock};
 use std::collections::hash_map::DefaultHasher;
@@ -32,6 +33,12 @@ pub enum SessionControl {
     },
     /// Close the connection.
     Disconnect(Disconnect),
+    /// The node may have missed publications of the channel: the subscription must
+    /// recover (client-side: unsubscribe push 2500; server-side: disconnect 3010).
+    InsufficientState {
+        /// The channel.
+        channel: String,
+    },
     /// Change the connection's expiry (Unix seconds, 0: never) or expire it now.
     Refresh {
         /// Close the connection as expired now.
@@ -58,6 +65,15 @@ impl ClientHandle {
     pub fn send(&self, frame: Bytes) {
         if self.outbox.push(frame) == PushResult::Overflow {
             m::slow_consumer_closed();
+        }
+    }
+
+    /// Hands a request to the session without blocking; a session too busy to take it
+    /// is closed with `fallback` so that nothing is silently skipped.
+    pub fn control(&self, ctl: SessionControl, fallback: Disconnect) {
+        if let Err(e) = self.control.try_send(ctl) {
+            tracing::warn!(client = %self.id, error = %e, "session control queue full");
+            self.outbox.close(fallback);
         }
     }
 }
@@ -311,6 +327,109 @@ impl Hub {
         m::pushes_sent(if join { "join" } else { "leave" }, sent);
     }
 
+    /// Removes every local subscriber of `channel` at once (no further delivery) and
+    /// tells their sessions to recover.
+    pub fn insufficient_state(&self, channel: &str) {
+        let removed = {
+            let mut s = self.channel_shards[shard_of(channel)].write();
+            s.channels.remove(channel)
+        };
+        let Some(subs) = removed else { return };
+        self.subscriptions.fetch_sub(subs.len(), Ordering::Relaxed);
+        for sub in subs.into_values() {
+            sub.client.control(
+                SessionControl::InsufficientState {
+                    channel: channel.to_string(),
+                },
+                Disconnect::INSUFFICIENT_STATE,
+            );
+        }
+    }
+
+    /// Clients addressed by a control message: one client, or all of a user's.
+    fn addressed(&self, user: &str, client: &str) -> Vec<Arc<ClientHandle>> {
+        if user.is_empty() {
+            return self.client(client).into_iter().collect();
+        }
+        self.user_clients(user)
+            .into_iter()
+            .filter(|c| client.is_empty() || c.id == client)
+            .collect()
+    }
+
+    /// Applies a cluster-wide command to the local connections it addresses.
+    pub fn apply_control(&self, message: ControlMessage) {
+        match message {
+            ControlMessage::Node(_) => {}
+            ControlMessage::Disconnect {
+                user,
+                client,
+                code,
+                reason,
+            } => {
+                for c in self.addressed(&user, &client) {
+                    c.outbox.close(Disconnect {
+                        code,
+                        reason: reason.clone().into(),
+                    });
+                }
+            }
+            ControlMessage::Subscribe {
+                user,
+                client,
+                channel,
+            } => {
+                for c in self.addressed(&user, &client) {
+                    let ctl = SessionControl::Subscribe {
+                        channel: channel.clone(),
+                    };
+                    c.control(ctl, Disconnect::INSUFFICIENT_STATE);
+                }
+            }
+            ControlMessage::Unsubscribe {
+                user,
+                client,
+                channel,
+            } => {
+                for c in self.addressed(&user, &client) {
+                    let ctl = SessionControl::Unsubscribe {
+                        channel: channel.clone(),
+                    };
+                    c.control(ctl, Disconnect::INSUFFICIENT_STATE);
+                }
+            }
+            ControlMessage::Refresh {
+                user,
+                client,
+                expired,
+                expire_at,
+            } => {
+                for c in self.addressed(&user, &client) {
+                    c.control(
+                        SessionControl::Refresh { expired, expire_at },
+                        Disconnect::INSUFFICIENT_STATE,
+                    );
+                }
+            }
+        }
+    }
+
+    /// Every (user, client) pair held here.
+    pub fn user_connections(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for shard in self.client_shards.iter() {
+            out.extend(
+                shard
+                    .read()
+                    .clients
+                    .values()
+                    .filter(|c| !c.user.is_empty())
+                    .map(|c| (c.user.clone(), c.id.clone())),
+            );
+        }
+        out
+    }
+
     /// Local channels and their local subscriber counts.
     pub fn channels(&self) -> Vec<(String, usize)> {
         let mut out = Vec::new();
@@ -356,5 +475,17 @@ impl ferrocast_engine::EventHandler for Hub {
 
     fn on_leave(&self, channel: &str, info: &ClientInfo) {
         self.broadcast_join_leave(channel, info, false);
+    }
+
+    fn on_insufficient_state(&self, channel: &str) {
+        self.insufficient_state(channel);
+    }
+
+    fn on_control(&self, message: ControlMessage) {
+        self.apply_control(message);
+    }
+
+    fn has_local_subscribers(&self, channel: &str) -> bool {
+        self.has_subscribers(channel)
     }
 }

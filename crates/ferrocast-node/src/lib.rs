@@ -9,9 +9,11 @@
 pub mod api;
 pub mod auth;
 pub mod channels;
+pub mod cluster;
 pub mod config;
 pub mod duration;
 pub mod hub;
+pub mod ingest;
 pub mod metrics;
 pub mod node;
 pub mod outbox;

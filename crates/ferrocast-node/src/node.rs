@@ -100,7 +100,7 @@ impl Node {
         } else {
             opts.name
         };
-        Ok(Arc::new(Node {
+        let node = Arc::new(Node {
             id,
             name,
             client: opts.client,
@@ -110,7 +110,10 @@ impl Node {
             hub,
             started: Instant::now(),
             draining: AtomicBool::new(false),
-        }))
+        });
+        crate::cluster::spawn(&node);
+        crate::ingest::spawn(&node);
+        Ok(node)
     }
 
     /// Seconds since the node started.

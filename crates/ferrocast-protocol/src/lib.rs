@@ -6,6 +6,7 @@
 
 pub mod codes;
 pub mod command;
+pub mod envelope;
 pub mod raw;
 pub mod reply;
 pub mod types;

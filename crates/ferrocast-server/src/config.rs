@@ -76,6 +76,11 @@ pub struct RedisConfig {
     pub address: Vec<String>,
     /// Prefix of every key and channel.
     pub prefix: String,
+    /// Pub/sub connections per Redis instance (channels are spread over them).
+    pub pubsub_connections: usize,
+    /// How long a channel's epoch and offset outlive its last publication.
+    #[serde(with = "serde_str")]
+    pub history_meta_ttl: Duration,
 }
 
 impl Default for RedisConfig {
@@ -83,6 +88,8 @@ impl Default for RedisConfig {
         RedisConfig {
             address: vec!["redis://127.0.0.1:6379".into()],
             prefix: "ferrocast".into(),
+            pubsub_connections: 2,
+            history_meta_ttl: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }

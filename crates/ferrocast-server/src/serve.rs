@@ -6,6 +6,7 @@ use crate::observability::Metrics;
 use anyhow::Context;
 use ferrocast_engine::Engine;
 use ferrocast_engine::memory::MemoryEngine;
+use ferrocast_engine::redis::{RedisEngine, RedisEngineConfig};
 use ferrocast_node::{Node, NodeOptions};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -31,9 +32,17 @@ async fn build_engine(cfg: &Config) -> anyhow::Result<Arc<dyn Engine>> {
             });
             Ok(engine)
         }
-        EngineType::Redis => anyhow::bail!(
-            "engine.type = \"redis\" is not available in this build yet; use the memory engine"
-        ),
+        EngineType::Redis => {
+            let r = &cfg.engine.redis;
+            let engine = RedisEngine::new(RedisEngineConfig {
+                addresses: r.address.clone(),
+                prefix: r.prefix.clone(),
+                pubsub_connections: r.pubsub_connections,
+                history_meta_ttl: r.history_meta_ttl,
+                node_info_ttl: Duration::from_secs(10),
+            })?;
+            Ok(Arc::new(engine))
+        }
     }
 }
 

@@ -42,15 +42,24 @@ impl Session {
         if limit > 0 && node.hub.stats().clients >= limit {
             return Err(Disconnect::CONNECTION_LIMIT);
         }
-        let user_limit = node.client.user_connection_limit as usize;
-        if user_limit > 0
-            && !claims.sub.is_empty()
-            && node.hub.user_connection_count(&claims.sub) >= user_limit
-        {
-            return Err(Disconnect::CONNECTION_LIMIT);
-        }
         if claims.channels.len() > node.client.channel_limit as usize {
             return Err(Disconnect::CHANNEL_LIMIT);
+        }
+        if !claims.sub.is_empty() {
+            let registered = node
+                .engine
+                .add_user_connection(
+                    &claims.sub,
+                    &self.client_id,
+                    node.client.presence_ttl,
+                    node.client.user_connection_limit,
+                )
+                .await;
+            match registered {
+                Ok(true) => {}
+                Ok(false) => return Err(Disconnect::CONNECTION_LIMIT),
+                Err(e) => return Ok(Err(crate::node::engine_error(e))),
+            }
         }
         let handle = Arc::new(ClientHandle {
             id: self.client_id.clone(),
@@ -67,6 +76,7 @@ impl Session {
         });
         let now = Instant::now();
         self.next_ping = Some(now + node.client.ping_interval);
+        self.next_presence = Some(now + node.client.presence_update_interval);
 
         let mut subs = BTreeMap::new();
         let mut live = Vec::new();

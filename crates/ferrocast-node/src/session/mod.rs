@@ -46,6 +46,7 @@ pub trait FrameSource: Send {
 /// One subscription of this session.
 struct SubState {
     subscriber: Arc<Subscriber>,
+    server_side: bool,
     presence: bool,
     join_leave: bool,
     chan_info: Option<RawJson>,
@@ -105,6 +106,7 @@ pub struct Session {
     connect_deadline: Instant,
     next_ping: Option<Instant>,
     pong_deadline: Option<Instant>,
+    next_presence: Option<Instant>,
     limiter: Option<RateLimiter>,
 }
 
@@ -138,6 +140,7 @@ impl Session {
             connected: None,
             next_ping: None,
             pong_deadline: None,
+            next_presence: None,
             limiter,
         };
         (session, outbox)
@@ -156,7 +159,7 @@ impl Session {
                     Incoming::Binary | Incoming::TooLarge | Incoming::Invalid => Err(Disconnect::BAD_REQUEST),
                     Incoming::Closed => Err(Disconnect::CONNECTION_CLOSED),
                 },
-                _ = tokio::time::sleep_until(deadline.into()) => self.on_timer(Instant::now()),
+                _ = tokio::time::sleep_until(deadline.into()) => self.on_timer(Instant::now()).await,
             };
             if let Err(reason) = step {
                 break reason;
@@ -176,7 +179,10 @@ impl Session {
         } else {
             far
         };
-        for t in [self.next_ping, self.pong_deadline].into_iter().flatten() {
+        for t in [self.next_ping, self.pong_deadline, self.next_presence]
+            .into_iter()
+            .flatten()
+        {
             d = d.min(t);
         }
         if let Some(c) = &self.connected {
@@ -193,7 +199,31 @@ impl Session {
         d
     }
 
-    fn on_timer(&mut self, now: Instant) -> Result<(), Disconnect> {
+    async fn on_timer(&mut self, now: Instant) -> Result<(), Disconnect> {
+        if self.next_presence.is_some_and(|t| now >= t) {
+            self.next_presence = Some(now + self.node.client.presence_update_interval);
+            self.refresh_presence().await;
+        }
+        self.check_deadlines(now)
+    }
+
+    /// Re-adds presence entries so they outlive `client.presence_ttl` while connected.
+    async fn refresh_presence(&self) {
+        let Some(c) = &self.connected else { return };
+        for (channel, sub) in c.subs.iter().filter(|(_, s)| s.presence) {
+            let info = self.client_info(sub.chan_info.clone());
+            if let Err(e) = self
+                .node
+                .engine
+                .add_presence(channel, &info, self.node.client.presence_ttl)
+                .await
+            {
+                tracing::debug!(channel = %channel, error = %e, "presence refresh failed");
+            }
+        }
+    }
+
+    fn check_deadlines(&mut self, now: Instant) -> Result<(), Disconnect> {
         let Some(c) = &self.connected else {
             if now >= self.connect_deadline {
                 return Err(Disconnect::STALE);
@@ -267,6 +297,7 @@ impl Session {
                 self.server_unsubscribe(&channel).await;
                 Ok(())
             }
+            SessionControl::InsufficientState { channel } => self.recover_channel(&channel).await,
             SessionControl::Refresh { expired, expire_at } => {
                 if expired {
                     return Err(Disconnect::EXPIRED);
@@ -288,6 +319,15 @@ impl Session {
             }
         }
         self.node.hub.remove_client(&c.handle);
+        if !c.handle.user.is_empty()
+            && let Err(e) = self
+                .node
+                .engine
+                .remove_user_connection(&c.handle.user, &c.handle.id)
+                .await
+        {
+            tracing::debug!(error = %e, "user connection removal failed");
+        }
     }
 
     fn encode_reply(out: &mut Vec<u8>, reply: &Reply) {

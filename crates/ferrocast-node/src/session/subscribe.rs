@@ -127,7 +127,7 @@ impl Session {
         if opts.presence
             && let Err(e) = node
                 .engine
-                .add_presence(&channel, &info, presence_ttl())
+                .add_presence(&channel, &info, node.client.presence_ttl)
                 .await
         {
             tracing::warn!(channel = %channel, error = %e, "presence add failed");
@@ -139,6 +139,7 @@ impl Session {
             channel.clone(),
             SubState {
                 subscriber: subscriber.clone(),
+                server_side,
                 presence: opts.presence,
                 join_leave: opts.join_leave,
                 chan_info,
@@ -289,6 +290,32 @@ impl Session {
         }
     }
 
+    /// The engine may have missed publications of `channel`: the hub already stopped
+    /// delivering them; a client-side subscription is told to resubscribe and recover
+    /// (unsubscribe 2500), a server-side one needs a reconnect (3010).
+    pub(super) async fn recover_channel(&mut self, channel: &str) -> Result<(), Disconnect> {
+        let Some(c) = self.connected.as_mut() else {
+            return Ok(());
+        };
+        let handle = c.handle.clone();
+        let Some(sub) = c.subs.remove(channel) else {
+            return Ok(());
+        };
+        let server_side = sub.server_side;
+        self.release_subscription(channel, sub, &handle).await;
+        if server_side {
+            return Err(Disconnect::INSUFFICIENT_STATE);
+        }
+        handle.send(encode_push(
+            channel,
+            &PushBody::Unsubscribe {
+                code: unsubscribe::INSUFFICIENT_STATE,
+                reason: "insufficient state",
+            },
+        ));
+        Ok(())
+    }
+
     /// Removes a subscription from the hub, presence and announces the leave.
     pub(super) async fn release_subscription(
         &self,
@@ -320,9 +347,4 @@ impl Session {
         }
         drop(sub.subscriber);
     }
-}
-
-/// How long a presence entry lives without refresh.
-pub(crate) fn presence_ttl() -> std::time::Duration {
-    std::time::Duration::from_secs(60)
 }

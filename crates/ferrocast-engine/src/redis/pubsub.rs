@@ -1,0 +1,373 @@
+//! Pub/sub workers: where publications from Redis enter a node.
+//!
+//! Each Redis instance gets a few pub/sub connections; a channel always goes through the
+//! same one, so its messages stay in order. A worker batches subscribe and unsubscribe
+//! requests into single commands, pings its connection, reconnects with backoff and then
+//! resubscribes. It remembers the last offset seen per channel: an offset gap, an epoch
+//! change or a lost connection makes the channel's subscribers recover from history.
+
+use super::Inner;
+use super::keys::Keys;
+use crate::EngineError;
+use ferrocast_protocol::envelope::{ControlMessage, Envelope, decode_message};
+use futures_util::StreamExt;
+use redis::Client;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Most subscribe/unsubscribe requests combined into one command.
+const MAX_BATCH: usize = 512;
+/// Queue of pending requests per worker.
+const REQUEST_QUEUE: usize = 4096;
+const PING_EVERY: Duration = Duration::from_secs(1);
+const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Follow or stop following a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// SUBSCRIBE.
+    Subscribe,
+    /// UNSUBSCRIBE (skipped if the node got subscribers again meanwhile).
+    Unsubscribe,
+}
+
+struct Request {
+    channel: String,
+    op: Op,
+    ack: oneshot::Sender<Result<(), EngineError>>,
+}
+
+/// The handle of one worker.
+pub struct Worker {
+    tx: mpsc::Sender<Request>,
+    connected: Arc<AtomicBool>,
+}
+
+impl Worker {
+    /// Starts a worker on `client`; `control` also subscribes the control channel.
+    pub fn spawn(client: Client, keys: Keys, inner: Weak<Inner>, control: bool) -> Worker {
+        let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
+        let connected = Arc::new(AtomicBool::new(false));
+        let state = WorkerState {
+            client,
+            keys,
+            inner,
+            control,
+            connected: connected.clone(),
+            subscribed: HashSet::new(),
+            last: HashMap::new(),
+            orphans: Vec::new(),
+        };
+        tokio::spawn(state.run(rx));
+        Worker { tx, connected }
+    }
+
+    /// Whether the worker's connection is up.
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    /// Asks the worker to (un)subscribe and waits for Redis to confirm.
+    pub async fn request(&self, channel: &str, op: Op) -> Result<(), EngineError> {
+        let (ack, done) = oneshot::channel();
+        let req = Request {
+            channel: channel.to_string(),
+            op,
+            ack,
+        };
+        self.tx
+            .send(req)
+            .await
+            .map_err(|_| EngineError::Internal("pub/sub worker stopped".into()))?;
+        match tokio::time::timeout(Duration::from_secs(5), done).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(EngineError::Unavailable(
+                "pub/sub worker dropped request".into(),
+            )),
+            Err(_) => Err(EngineError::Unavailable("pub/sub request timed out".into())),
+        }
+    }
+}
+
+struct WorkerState {
+    client: Client,
+    keys: Keys,
+    inner: Weak<Inner>,
+    control: bool,
+    connected: Arc<AtomicBool>,
+    /// Broker channels this worker follows (kept across reconnects).
+    subscribed: HashSet<String>,
+    /// Last (epoch, offset) seen per channel with history.
+    last: HashMap<String, (String, u64)>,
+    /// Channels whose subscribers were all sent away to recover: unsubscribe them.
+    orphans: Vec<String>,
+}
+
+impl WorkerState {
+    async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        let mut backoff = Duration::from_millis(100);
+        let mut first = true;
+        loop {
+            if self.inner.upgrade().is_none() {
+                return;
+            }
+            let connect =
+                tokio::time::timeout(Duration::from_secs(2), self.client.get_async_pubsub());
+            let pubsub = match connect.await {
+                Ok(Ok(p)) => p,
+                _ => {
+                    self.fail_pending(&mut rx);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            let (mut sink, mut stream) = pubsub.split();
+            let mut names: Vec<String> = self
+                .subscribed
+                .iter()
+                .map(|c| self.keys.pubsub(c))
+                .collect();
+            if self.control {
+                names.push(self.keys.control());
+            }
+            let mut ok = true;
+            for chunk in names.chunks(MAX_BATCH) {
+                let sub = tokio::time::timeout(PING_TIMEOUT, sink.subscribe(chunk));
+                if !matches!(sub.await, Ok(Ok(()))) {
+                    ok = false;
+                    break;
+                }
+            }
+            if !ok {
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
+            backoff = Duration::from_millis(100);
+            self.connected.store(true, Ordering::Release);
+            if !first {
+                tracing::info!(
+                    channels = self.subscribed.len(),
+                    "redis pub/sub reconnected"
+                );
+                // Publications made while the connection was down are gone from pub/sub:
+                // subscribers of channels with history recover from the streams.
+                let lost: Vec<String> = self.last.drain().map(|(c, _)| c).collect();
+                self.insufficient(&lost);
+                if !self.orphans.is_empty() && !self.drop_orphans(&mut sink).await {
+                    self.connected.store(false, Ordering::Release);
+                    continue;
+                }
+            }
+            first = false;
+            let mut ping = tokio::time::interval(PING_EVERY);
+            ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    msg = stream.next() => match msg {
+                        Some(m) => {
+                            self.dispatch(&m);
+                            if !self.orphans.is_empty() && !self.drop_orphans(&mut sink).await {
+                                break;
+                            }
+                        }
+                        None => break,
+                    },
+                    req = rx.recv() => match req {
+                        Some(r) => {
+                            let mut batch = vec![r];
+                            while batch.len() < MAX_BATCH {
+                                match rx.try_recv() {
+                                    Ok(r) => batch.push(r),
+                                    Err(_) => break,
+                                }
+                            }
+                            if !self.apply(&mut sink, batch).await {
+                                break;
+                            }
+                        }
+                        None => return,
+                    },
+                    _ = ping.tick() => {
+                        let p = tokio::time::timeout(PING_TIMEOUT, sink.ping::<String>());
+                        if !matches!(p.await, Ok(Ok(_))) {
+                            tracing::warn!("redis pub/sub ping failed");
+                            break;
+                        }
+                    }
+                }
+            }
+            self.connected.store(false, Ordering::Release);
+            tracing::warn!("redis pub/sub connection lost");
+        }
+    }
+
+    /// Fails queued requests while disconnected, remembering subscriptions for later.
+    fn fail_pending(&mut self, rx: &mut mpsc::Receiver<Request>) {
+        while let Ok(r) = rx.try_recv() {
+            let _ = r.ack.send(Err(EngineError::Unavailable(
+                "redis pub/sub not connected".into(),
+            )));
+        }
+    }
+
+    /// Applies a batch of requests; returns false when the connection failed.
+    async fn apply(&mut self, sink: &mut redis::aio::PubSubSink, batch: Vec<Request>) -> bool {
+        let Some(inner) = self.inner.upgrade() else {
+            return false;
+        };
+        let handler = inner.handler.get().cloned();
+        let mut subs: Vec<Request> = Vec::new();
+        let mut unsubs: Vec<Request> = Vec::new();
+        for r in batch {
+            match r.op {
+                Op::Subscribe if self.subscribed.contains(&r.channel) => {
+                    let _ = r.ack.send(Ok(()));
+                }
+                Op::Subscribe => subs.push(r),
+                Op::Unsubscribe => {
+                    let still_wanted = handler
+                        .as_ref()
+                        .is_some_and(|h| h.has_local_subscribers(&r.channel));
+                    if still_wanted || !self.subscribed.contains(&r.channel) {
+                        let _ = r.ack.send(Ok(()));
+                    } else {
+                        unsubs.push(r);
+                    }
+                }
+            }
+        }
+        for (op, reqs) in [(Op::Subscribe, subs), (Op::Unsubscribe, unsubs)] {
+            if reqs.is_empty() {
+                continue;
+            }
+            let mut names: Vec<String> =
+                reqs.iter().map(|r| self.keys.pubsub(&r.channel)).collect();
+            names.sort();
+            names.dedup();
+            let res = match op {
+                Op::Subscribe => tokio::time::timeout(PING_TIMEOUT, sink.subscribe(&names)).await,
+                Op::Unsubscribe => {
+                    tokio::time::timeout(PING_TIMEOUT, sink.unsubscribe(&names)).await
+                }
+            };
+            let ok = matches!(res, Ok(Ok(())));
+            for r in reqs {
+                if ok {
+                    match op {
+                        Op::Subscribe => {
+                            self.subscribed.insert(r.channel.clone());
+                        }
+                        Op::Unsubscribe => {
+                            self.subscribed.remove(&r.channel);
+                            self.last.remove(&r.channel);
+                        }
+                    }
+                    let _ = r.ack.send(Ok(()));
+                } else {
+                    if op == Op::Subscribe {
+                        // Followed after the reconnect; this subscriber recovers then.
+                        self.subscribed.insert(r.channel.clone());
+                    }
+                    let _ = r
+                        .ack
+                        .send(Err(EngineError::Unavailable("redis pub/sub failed".into())));
+                }
+            }
+            if !ok {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn insufficient(&mut self, channels: &[String]) {
+        let Some(inner) = self.inner.upgrade() else {
+            return;
+        };
+        if let Some(h) = inner.handler.get() {
+            for c in channels {
+                h.on_insufficient_state(c);
+                if !h.has_local_subscribers(c) {
+                    self.orphans.push(c.clone());
+                }
+            }
+        }
+    }
+
+    async fn drop_orphans(&mut self, sink: &mut redis::aio::PubSubSink) -> bool {
+        let batch: Vec<Request> = self
+            .orphans
+            .drain(..)
+            .map(|channel| Request {
+                channel,
+                op: Op::Unsubscribe,
+                ack: oneshot::channel().0,
+            })
+            .collect();
+        self.apply(sink, batch).await
+    }
+
+    fn dispatch(&mut self, msg: &redis::Msg) {
+        let Some(inner) = self.inner.upgrade() else {
+            return;
+        };
+        let Some(handler) = inner.handler.get() else {
+            return;
+        };
+        let name = msg.get_channel_name();
+        let payload = msg.get_payload_bytes();
+        if self.control && name == self.keys.control() {
+            match ControlMessage::decode(payload) {
+                Ok(ControlMessage::Node(info)) => inner.node_seen(info),
+                Ok(m) => handler.on_control(m),
+                Err(e) => tracing::warn!(error = %e, "undecodable control message"),
+            }
+            return;
+        }
+        let Some(channel) = self.keys.channel_of(name) else {
+            return;
+        };
+        let (offset, epoch, envelope) = match decode_message(payload) {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(channel, error = %e, "undecodable message");
+                return;
+            }
+        };
+        match envelope {
+            Envelope::Pub(wp) => {
+                if offset > 0 {
+                    let gap = match self.last.get(channel) {
+                        Some((e, last)) => *e != epoch || offset != last + 1,
+                        None => false,
+                    };
+                    self.last.insert(channel.to_string(), (epoch, offset));
+                    if gap {
+                        tracing::warn!(channel, offset, "offset gap: subscribers recover");
+                        let channel = channel.to_string();
+                        self.insufficient(std::slice::from_ref(&channel));
+                        return;
+                    }
+                }
+                match wp.into_publication(offset) {
+                    Ok(p) => handler.on_publication(channel, &p),
+                    Err(e) => tracing::warn!(channel, error = %e, "bad publication"),
+                }
+            }
+            Envelope::Join(info) => {
+                if let Ok(i) = info.into_info() {
+                    handler.on_join(channel, &i);
+                }
+            }
+            Envelope::Leave(info) => {
+                if let Ok(i) = info.into_info() {
+                    handler.on_leave(channel, &i);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! The backend command stream consumer: applies `XADD <prefix>:api * method M payload P`
+//! entries through the same operations as the HTTP API.
+//!
+//! Only the node holding the stream lease consumes, entry by entry in stream order, so
+//! publications of a channel keep stream order. An entry is acknowledged only after it
+//! took effect; a temporary failure (engine unavailable) keeps it and retries in order;
+//! an entry that can never work (malformed, unknown method, bad request) goes to the
+//! dead-letter stream with its error. Publishes get the entry id as idempotency key, so
+//! an entry applied twice (a node died before acknowledging) publishes once.
+
+use crate::api;
+use crate::node::Node;
+use ferrocast_engine::{CommandStream, StreamCommand};
+use std::collections::VecDeque;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+/// Lifetime of the consumer lease; a dead consumer is replaced within it.
+pub const LEASE_TTL: Duration = Duration::from_secs(5);
+const LEASE_RENEW: Duration = Duration::from_millis(1500);
+const READ_COUNT: usize = 100;
+const READ_BLOCK: Duration = Duration::from_secs(1);
+
+enum Outcome {
+    Applied,
+    Retry(String),
+    Dead(String),
+}
+
+/// Starts the consumer when the engine has a command stream.
+pub fn spawn(node: &Arc<Node>) {
+    if let Some(stream) = node.engine.command_stream() {
+        tokio::spawn(run(Arc::downgrade(node), stream));
+    }
+}
+
+fn with_idempotency_key(method: &str, payload: &[u8], id: &str) -> Option<Vec<u8>> {
+    if method != "publish" && method != "broadcast" {
+        return None;
+    }
+    let mut v: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    let obj = v.as_object_mut()?;
+    if !obj.contains_key("idempotency_key") {
+        obj.insert("idempotency_key".into(), format!("stream-{id}").into());
+    }
+    serde_json::to_vec(&v).ok()
+}
+
+async fn apply(node: &Node, entry: &StreamCommand) -> Outcome {
+    let Some(method) = entry.method.as_deref() else {
+        return Outcome::Dead("missing or non-UTF-8 `method` field".into());
+    };
+    let Some(payload) = entry.payload.as_deref() else {
+        return Outcome::Dead("missing `payload` field".into());
+    };
+    if !api::METHODS.contains(&method) {
+        return Outcome::Dead(format!("unknown method {method:?}"));
+    }
+    let rewritten = with_idempotency_key(method, payload, &entry.id);
+    let body = rewritten.as_deref().unwrap_or(payload);
+    match api::call(node, method, body).await {
+        Ok(_) => Outcome::Applied,
+        Err(e) if e.temporary => Outcome::Retry(e.to_string()),
+        Err(e) => Outcome::Dead(e.to_string()),
+    }
+}
+
+async fn run(node: Weak<Node>, stream: Arc<dyn CommandStream>) {
+    let consumer = match node.upgrade() {
+        Some(n) => n.id.clone(),
+        None => return,
+    };
+    let mut leader = false;
+    let mut renewed_at: Option<Instant> = None;
+    let mut backlog: VecDeque<StreamCommand> = VecDeque::new();
+    let mut unacked: Vec<String> = Vec::new();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let Some(node) = node.upgrade() else { return };
+        if renewed_at.is_none_or(|t| t.elapsed() >= LEASE_RENEW) {
+            match stream.acquire_lease(&consumer, LEASE_TTL).await {
+                Ok(held) => {
+                    if held && !leader {
+                        tracing::info!("consuming the backend command stream");
+                    }
+                    if !held {
+                        backlog.clear();
+                        unacked.clear();
+                    }
+                    leader = held;
+                    renewed_at = Some(Instant::now());
+                }
+                Err(_) => {
+                    leader = false;
+                    renewed_at = None;
+                    drop(node);
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            }
+        }
+        if !leader || node.is_draining() {
+            drop(node);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        for id in std::mem::take(&mut unacked) {
+            if stream.ack(&id).await.is_err() {
+                unacked.push(id);
+            }
+        }
+        if backlog.is_empty() {
+            match stream.read(&consumer, READ_COUNT, READ_BLOCK).await {
+                Ok(entries) => {
+                    backoff = Duration::from_millis(100);
+                    backlog.extend(entries);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "command stream read failed");
+                    drop(node);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    continue;
+                }
+            }
+        }
+        while let Some(entry) = backlog.front() {
+            if renewed_at.is_none_or(|t| t.elapsed() >= LEASE_RENEW) {
+                break;
+            }
+            match apply(&node, entry).await {
+                Outcome::Applied => {
+                    if stream.ack(&entry.id).await.is_err() {
+                        unacked.push(entry.id.clone());
+                    }
+                    backlog.pop_front();
+                }
+                Outcome::Dead(error) => {
+                    tracing::warn!(id = %entry.id, error = %error, "command stream entry moved to dead letters");
+                    if stream.dead_letter(entry, &error).await.is_err() {
+                        break;
+                    }
+                    backlog.pop_front();
+                }
+                Outcome::Retry(error) => {
+                    tracing::debug!(id = %entry.id, error = %error, "command stream entry will be retried");
+                    drop(node);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    break;
+                }
+            }
+        }
+    }
+}

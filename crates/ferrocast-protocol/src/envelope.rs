@@ -1,0 +1,300 @@
+//! What nodes exchange through Redis: publications, joins and leaves on a channel's
+//! pub/sub channel, publications in history streams, and cluster control messages.
+//! Everything is MessagePack (`rmp-serde`).
+//!
+//! A pub/sub message is a MessagePack stream: the stream offset (uint), the epoch (str),
+//! then the [`Envelope`]. The publish script writes the first two, so a message carries
+//! the offset Redis assigned to it in the same atomic step.
+
+use crate::raw::RawJson;
+use crate::types::{ClientInfo, Publication};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Why a Redis message could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvelopeError {
+    /// Bad MessagePack framing.
+    #[error("bad envelope header: {0}")]
+    Header(String),
+    /// Bad MessagePack body.
+    #[error("bad envelope body: {0}")]
+    Body(#[from] rmp_serde::decode::Error),
+    /// A JSON payload inside is not valid JSON.
+    #[error("bad JSON payload in envelope")]
+    Json,
+}
+
+/// [`ClientInfo`] as stored in Redis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireClientInfo {
+    /// User id.
+    pub user: String,
+    /// Client id.
+    pub client: String,
+    /// Connection info (JSON bytes).
+    pub conn_info: Option<serde_bytes::ByteBuf>,
+    /// Channel info (JSON bytes).
+    pub chan_info: Option<serde_bytes::ByteBuf>,
+}
+
+/// [`Publication`] as stored in Redis (the offset travels outside).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WirePublication {
+    /// Payload (JSON bytes).
+    pub data: serde_bytes::ByteBuf,
+    /// Publisher.
+    pub info: Option<WireClientInfo>,
+    /// Tags.
+    pub tags: Option<BTreeMap<String, String>>,
+    /// Unix milliseconds.
+    pub time: i64,
+    /// W3C `traceparent` of the publish, when traced.
+    pub trace: Option<String>,
+}
+
+/// What travels on a channel's pub/sub channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Envelope {
+    /// A publication.
+    Pub(WirePublication),
+    /// A client joined.
+    Join(WireClientInfo),
+    /// A client left.
+    Leave(WireClientInfo),
+}
+
+fn json_bytes(b: Option<serde_bytes::ByteBuf>) -> Result<Option<RawJson>, EnvelopeError> {
+    match b {
+        None => Ok(None),
+        Some(b) => RawJson::parse(Bytes::from(b.into_vec()))
+            .map(Some)
+            .map_err(|_| EnvelopeError::Json),
+    }
+}
+
+impl WireClientInfo {
+    /// From a protocol [`ClientInfo`].
+    pub fn from_info(i: &ClientInfo) -> Self {
+        WireClientInfo {
+            user: i.user.clone(),
+            client: i.client.clone(),
+            conn_info: i
+                .conn_info
+                .as_ref()
+                .map(|r| serde_bytes::ByteBuf::from(r.as_bytes().to_vec())),
+            chan_info: i
+                .chan_info
+                .as_ref()
+                .map(|r| serde_bytes::ByteBuf::from(r.as_bytes().to_vec())),
+        }
+    }
+
+    /// Into a protocol [`ClientInfo`], validating the JSON parts.
+    pub fn into_info(self) -> Result<ClientInfo, EnvelopeError> {
+        Ok(ClientInfo {
+            user: self.user,
+            client: self.client,
+            conn_info: json_bytes(self.conn_info)?,
+            chan_info: json_bytes(self.chan_info)?,
+        })
+    }
+}
+
+impl WirePublication {
+    /// From a protocol [`Publication`].
+    pub fn from_publication(p: &Publication, trace: Option<String>) -> Self {
+        WirePublication {
+            data: serde_bytes::ByteBuf::from(p.data.as_bytes().to_vec()),
+            info: p.info.as_ref().map(WireClientInfo::from_info),
+            tags: p.tags.clone(),
+            time: p.time,
+            trace,
+        }
+    }
+
+    /// Into a protocol [`Publication`] at `offset`.
+    pub fn into_publication(self, offset: u64) -> Result<Publication, EnvelopeError> {
+        Ok(Publication {
+            data: RawJson::parse(Bytes::from(self.data.into_vec()))
+                .map_err(|_| EnvelopeError::Json)?,
+            info: self.info.map(WireClientInfo::into_info).transpose()?,
+            offset,
+            tags: self.tags,
+            time: self.time,
+        })
+    }
+}
+
+/// Encodes a body with `rmp-serde`.
+pub fn encode_body<T: Serialize>(body: &T) -> Vec<u8> {
+    rmp_serde::to_vec(body).unwrap_or_default()
+}
+
+/// Encodes a complete pub/sub message (offset, epoch, envelope).
+pub fn encode_message(offset: u64, epoch: &str, envelope: &Envelope) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    // Writing into a Vec cannot fail.
+    let _ = rmp::encode::write_uint(&mut out, offset);
+    let _ = rmp::encode::write_str(&mut out, epoch);
+    out.extend_from_slice(&encode_body(envelope));
+    out
+}
+
+/// Decodes a pub/sub message into (offset, epoch, envelope).
+pub fn decode_message(bytes: &[u8]) -> Result<(u64, String, Envelope), EnvelopeError> {
+    let mut rd = bytes;
+    let offset: u64 =
+        rmp::decode::read_int(&mut rd).map_err(|e| EnvelopeError::Header(e.to_string()))?;
+    let len = rmp::decode::read_str_len(&mut rd)
+        .map_err(|e| EnvelopeError::Header(e.to_string()))? as usize;
+    if len > rd.len() || len > 256 {
+        return Err(EnvelopeError::Header("epoch length out of range".into()));
+    }
+    let epoch = std::str::from_utf8(&rd[..len])
+        .map_err(|_| EnvelopeError::Header("epoch is not UTF-8".into()))?
+        .to_string();
+    let envelope = rmp_serde::from_slice(&rd[len..])?;
+    Ok((offset, epoch, envelope))
+}
+
+/// One node's announcement on the control channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Unique id of the node process.
+    pub uid: String,
+    /// Node name.
+    pub name: String,
+    /// Server version.
+    pub version: String,
+    /// Connections.
+    pub num_clients: u64,
+    /// Distinct users.
+    pub num_users: u64,
+    /// Channels with local subscribers.
+    pub num_channels: u64,
+    /// Subscriptions.
+    pub num_subs: u64,
+    /// Seconds since start.
+    pub uptime: u64,
+}
+
+/// A cluster-wide command or announcement on the control channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ControlMessage {
+    /// A node is alive.
+    Node(NodeInfo),
+    /// Disconnect a user's connections (or one client when `client` is set).
+    Disconnect {
+        /// User id (may be empty when `client` is set).
+        user: String,
+        /// Client id (empty: all of the user's).
+        client: String,
+        /// Close code.
+        code: u16,
+        /// Close reason.
+        reason: String,
+    },
+    /// Subscribe a user's connections to a channel.
+    Subscribe {
+        /// User id.
+        user: String,
+        /// Client id (empty: all of the user's).
+        client: String,
+        /// Channel.
+        channel: String,
+    },
+    /// Unsubscribe a user's connections from a channel.
+    Unsubscribe {
+        /// User id.
+        user: String,
+        /// Client id (empty: all of the user's).
+        client: String,
+        /// Channel.
+        channel: String,
+    },
+    /// Refresh or expire a user's connections.
+    Refresh {
+        /// User id.
+        user: String,
+        /// Client id (empty: all of the user's).
+        client: String,
+        /// Close as expired now.
+        expired: bool,
+        /// New expiry (Unix seconds, 0: never).
+        expire_at: i64,
+    },
+}
+
+impl ControlMessage {
+    /// Encodes for the control channel.
+    pub fn encode(&self) -> Vec<u8> {
+        encode_body(self)
+    }
+
+    /// Decodes from the control channel.
+    pub fn decode(bytes: &[u8]) -> Result<Self, EnvelopeError> {
+        Ok(rmp_serde::from_slice(bytes)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_round_trip() {
+        let p = Publication {
+            data: RawJson::parse(Bytes::from_static(br#"{"a":1}"#)).unwrap(),
+            info: Some(ClientInfo {
+                user: "u".into(),
+                client: "c".into(),
+                conn_info: Some(RawJson::parse(Bytes::from_static(b"[1]")).unwrap()),
+                chan_info: None,
+            }),
+            offset: 0,
+            tags: None,
+            time: 5,
+        };
+        let env = Envelope::Pub(WirePublication::from_publication(&p, None));
+        let bytes = encode_message(42, "abcd", &env);
+        let (offset, epoch, back) = decode_message(&bytes).unwrap();
+        assert_eq!((offset, epoch.as_str()), (42, "abcd"));
+        let Envelope::Pub(wp) = back else { panic!() };
+        let q = wp.into_publication(42).unwrap();
+        assert_eq!(q.data, p.data);
+        assert_eq!(q.info, p.info);
+        assert_eq!(q.offset, 42);
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        assert!(decode_message(b"").is_err());
+        assert!(decode_message(&[0xff, 0xff]).is_err());
+        assert!(decode_message(&[0x01, 0xdb, 0xff, 0xff, 0xff, 0xff]).is_err());
+        let mut ok = encode_message(
+            1,
+            "e",
+            &Envelope::Leave(WireClientInfo {
+                user: "u".into(),
+                client: "c".into(),
+                conn_info: None,
+                chan_info: None,
+            }),
+        );
+        ok.truncate(ok.len() - 1);
+        assert!(decode_message(&ok).is_err());
+    }
+
+    #[test]
+    fn control_round_trip() {
+        let m = ControlMessage::Disconnect {
+            user: "1".into(),
+            client: String::new(),
+            code: 3503,
+            reason: "bye".into(),
+        };
+        assert_eq!(ControlMessage::decode(&m.encode()).unwrap(), m);
+    }
+}
