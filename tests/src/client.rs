@@ -106,6 +106,64 @@ impl Client {
         self.reply(id).await
     }
 
+    /// Like [`Client::command`], but returns the close (code, reason) instead of panicking.
+    pub async fn try_command(
+        &mut self,
+        method: &str,
+        params: Value,
+    ) -> Result<Value, (u16, String)> {
+        let id = self.id();
+        let mut cmd = serde_json::Map::new();
+        cmd.insert("id".into(), json!(id));
+        cmd.insert(method.into(), params);
+        if self
+            .ws
+            .send(Message::Text(Value::Object(cmd).to_string().into()))
+            .await
+            .is_err()
+        {
+            return Err((1006, String::new()));
+        }
+        loop {
+            if let Some(pos) = self.replies.iter().position(|r| r["id"] == json!(id)) {
+                return Ok(self.replies.remove(pos).unwrap());
+            }
+            match self.read_event(WAIT).await {
+                Some(Event::Json(v)) => {
+                    if v["id"] == json!(id) {
+                        return Ok(v);
+                    }
+                    self.stash(v);
+                }
+                Some(Event::Closed(code, reason)) => return Err((code, reason)),
+                None => return Err((0, "timeout".into())),
+            }
+        }
+    }
+
+    /// Opens a connection, returning `None` when the node cannot be reached.
+    pub async fn try_open(url: &str) -> Option<Client> {
+        Self::open_with_origin(url, None).await.ok()
+    }
+
+    /// The next push or the close, within `within`; `Ok(None)` on timeout.
+    pub async fn next_push_or_close(
+        &mut self,
+        within: Duration,
+    ) -> Result<Option<Value>, (u16, String)> {
+        if let Some(p) = self.pushes.pop_front() {
+            return Ok(Some(p));
+        }
+        match self.read_event(within).await {
+            Some(Event::Json(v)) => {
+                self.stash(v);
+                Ok(self.pushes.pop_front())
+            }
+            Some(Event::Closed(code, reason)) => Err((code, reason)),
+            None => Ok(None),
+        }
+    }
+
     /// Waits for the reply with `id`.
     pub async fn reply(&mut self, id: u32) -> Value {
         loop {

@@ -3,9 +3,13 @@
 
 pub mod client;
 pub mod node;
+pub mod recovering;
+pub mod redis;
 
 pub use client::Client;
 pub use node::{NodeProcess, base_config, http_request, token};
+pub use recovering::RecoveringSubscriber;
+pub use redis::RedisProcess;
 
 /// Path of the node binary built next to the test executables.
 pub fn node_binary() -> std::path::PathBuf {

@@ -59,6 +59,19 @@ pub fn base_config() -> Value {
     })
 }
 
+/// [`base_config`] on the Redis engine over `redis_urls`, with short presence and node
+/// lifetimes so that fault tests finish quickly.
+pub fn cluster_config(redis_urls: &[String], prefix: &str) -> Value {
+    let mut cfg = base_config();
+    cfg["engine"] = json!({
+        "type": "redis",
+        "redis": {"address": redis_urls, "prefix": prefix, "node_info_ttl": "4s"},
+    });
+    cfg["client"]["presence_update_interval"] = json!("1s");
+    cfg["client"]["presence_ttl"] = json!("3s");
+    cfg
+}
+
 /// Signs an HS256 token with [`SECRET`].
 pub fn token(claims: Value) -> String {
     token_with(SECRET, claims)
@@ -197,6 +210,25 @@ impl NodeProcess {
         assert!(rc.success());
     }
 
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub async fn kill9(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+
+    /// Waits until `/ready` answers `status` (within 15 s).
+    pub async fn wait_ready(&self, status: u16) {
+        for _ in 0..300 {
+            if let Some((s, _)) = http_request_opt(self.addr, "GET", "/ready", &[], b"").await
+                && s == status
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("node {} never answered /ready {status}", self.addr);
+    }
+
     /// Waits for the process to exit.
     pub async fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
         tokio::time::timeout(within, self.child.wait())
@@ -217,6 +249,33 @@ fn listening_address(line: &str) -> Option<SocketAddr> {
         return None;
     }
     v.get("address")?.as_str()?.parse().ok()
+}
+
+/// Like [`http_request`], returning `None` when the node cannot be reached.
+pub async fn http_request_opt(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(addr).await.ok()?;
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.ok()?;
+    s.write_all(body).await.ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.ok()?;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status: u16 = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((status, body))
 }
 
 /// A minimal HTTP/1.1 request over a fresh connection; returns status and body.

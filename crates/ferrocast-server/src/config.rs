@@ -81,6 +81,9 @@ pub struct RedisConfig {
     /// How long a channel's epoch and offset outlive its last publication.
     #[serde(with = "serde_str")]
     pub history_meta_ttl: Duration,
+    /// A node silent for this long (it announces itself every 2s) leaves `info`.
+    #[serde(with = "serde_str")]
+    pub node_info_ttl: Duration,
 }
 
 impl Default for RedisConfig {
@@ -90,6 +93,7 @@ impl Default for RedisConfig {
             prefix: "ferrocast".into(),
             pubsub_connections: 2,
             history_meta_ttl: Duration::from_secs(30 * 24 * 3600),
+            node_info_ttl: Duration::from_secs(10),
         }
     }
 }

@@ -39,7 +39,7 @@ async fn build_engine(cfg: &Config) -> anyhow::Result<Arc<dyn Engine>> {
                 prefix: r.prefix.clone(),
                 pubsub_connections: r.pubsub_connections,
                 history_meta_ttl: r.history_meta_ttl,
-                node_info_ttl: Duration::from_secs(10),
+                node_info_ttl: r.node_info_ttl,
             })?;
             Ok(Arc::new(engine))
         }

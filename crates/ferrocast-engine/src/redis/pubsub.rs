@@ -192,7 +192,7 @@ impl WorkerState {
                         None => return,
                     },
                     _ = ping.tick() => {
-                        let p = tokio::time::timeout(PING_TIMEOUT, sink.ping::<String>());
+                        let p = tokio::time::timeout(PING_TIMEOUT, sink.ping::<redis::Value>());
                         if !matches!(p.await, Ok(Ok(_))) {
                             tracing::warn!("redis pub/sub ping failed");
                             break;

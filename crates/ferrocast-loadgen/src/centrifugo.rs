@@ -1,0 +1,386 @@
+//! Centrifugo client protocol v2 (JSON) over WebSocket: subscriber connections and the
+//! `--publish client` publisher.
+
+use crate::publish::Batch;
+use crate::scan::{build_payload, now_us, push_channel, seq_ts};
+use crate::stats::{ConnResult, Errors, SeqTracker, count};
+use crate::{Target, WorkerCtx};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+pub type Ws = WebSocketStream<TcpStream>;
+
+/// Small buffers: the load generator holds thousands of connections (see RUST-STACK P1).
+pub fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_write_buffer_size(8 << 20)
+        .max_message_size(Some(16 << 20))
+        .max_frame_size(Some(16 << 20))
+}
+
+/// TCP connect + WebSocket handshake; the error is an error-kind label.
+pub async fn open_ws(target: &Target) -> Result<Ws, String> {
+    let tcp = TcpStream::connect(target.addr)
+        .await
+        .map_err(|e| format!("tcp_connect:{:?}", e.kind()))?;
+    let _ = tcp.set_nodelay(true);
+    let (ws, _resp) =
+        tokio_tungstenite::client_async_with_config(target.url.as_str(), tcp, Some(ws_config()))
+            .await
+            .map_err(|e| match e {
+                tokio_tungstenite::tungstenite::Error::Http(r) => {
+                    format!("ws_handshake_http:{}", r.status().as_u16())
+                }
+                tokio_tungstenite::tungstenite::Error::Io(e) => {
+                    format!("ws_handshake_io:{:?}", e.kind())
+                }
+                _ => "ws_handshake".to_string(),
+            })?;
+    Ok(ws)
+}
+
+#[derive(Deserialize)]
+struct ReplyMin {
+    #[serde(default)]
+    id: u64,
+    #[serde(default)]
+    error: Option<ErrMin>,
+}
+
+#[derive(Deserialize)]
+struct ErrMin {
+    code: u32,
+}
+
+fn close_label(prefix: &str, m: Option<tokio_tungstenite::tungstenite::protocol::CloseFrame>) -> String {
+    match m {
+        Some(f) => format!("{prefix}:{}", u16::from(f.code)),
+        None => format!("{prefix}:none"),
+    }
+}
+
+/// Sends `{}` answers to `n` server pings.
+async fn pong(ws: &mut Ws, n: usize) -> Result<(), String> {
+    let mut s = String::with_capacity(n * 3);
+    for i in 0..n {
+        if i > 0 {
+            s.push('\n');
+        }
+        s.push_str("{}");
+    }
+    ws.send(Message::text(s))
+        .await
+        .map_err(|_| "write_error".to_string())
+}
+
+/// Sends `first` and reads replies until every id in `want` answered without error.
+async fn handshake(ws: &mut Ws, first: String, want: &[(u64, &str)]) -> Result<(), String> {
+    ws.send(Message::text(first))
+        .await
+        .map_err(|_| "setup_write_error".to_string())?;
+    let mut left: Vec<(u64, &str)> = want.to_vec();
+    while !left.is_empty() {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => {
+                let mut pings = 0;
+                for line in t.as_str().split('\n') {
+                    if line == "{}" {
+                        pings += 1;
+                        continue;
+                    }
+                    if line.is_empty() || line.starts_with("{\"push\"") {
+                        continue;
+                    }
+                    let r: ReplyMin =
+                        serde_json::from_str(line).map_err(|_| "setup_bad_reply".to_string())?;
+                    if let Some(pos) = left.iter().position(|(id, _)| *id == r.id) {
+                        let (_, what) = left.remove(pos);
+                        if let Some(e) = r.error {
+                            return Err(format!("{what}_error:{}", e.code));
+                        }
+                    }
+                }
+                if pings > 0 {
+                    pong(ws, pings).await?;
+                }
+            }
+            Some(Ok(Message::Close(f))) => return Err(close_label("setup_close", f)),
+            Some(Ok(_)) => {}
+            Some(Err(_)) => return Err("setup_read_error".into()),
+            None => return Err("setup_eof".into()),
+        }
+    }
+    Ok(())
+}
+
+/// Connects and subscribes; the error is an error-kind label.
+async fn setup(target: &Target, channel: &str) -> Result<Ws, String> {
+    let mut ws = open_ws(target).await?;
+    let first = format!(
+        "{{\"id\":1,\"connect\":{{\"name\":\"ferrocast-loadgen\"}}}}\n{{\"id\":2,\"subscribe\":{{\"channel\":{}}}}}",
+        serde_json::to_string(channel).unwrap_or_default()
+    );
+    handshake(&mut ws, first, &[(1, "connect"), (2, "subscribe")]).await?;
+    Ok(ws)
+}
+
+/// One subscriber connection, from its scheduled start until `stop`.
+pub async fn subscriber(
+    ctx: Rc<WorkerCtx>,
+    idx: usize,
+    channel: u32,
+    start_at: tokio::time::Instant,
+    mut stop: watch::Receiver<bool>,
+) -> ConnResult {
+    let cfg = &ctx.cfg;
+    let name = cfg.channels[channel as usize].clone();
+    let target = &cfg.targets[idx % cfg.targets.len()];
+    let mut tracker = SeqTracker::default();
+
+    tokio::select! {
+        _ = tokio::time::sleep_until(start_at) => {}
+        _ = stop.changed() => {
+            ctx.stats.error("setup_cancelled");
+            ctx.shared.on_failed();
+            return ConnResult::from_tracker(channel, false, &tracker);
+        }
+    }
+    let setup_result = tokio::select! {
+        r = tokio::time::timeout(cfg.connect_timeout, setup(target, &name)) => {
+            r.unwrap_or_else(|_| Err("setup_timeout".into()))
+        }
+        _ = stop.changed() => Err("setup_cancelled".into()),
+    };
+    let mut ws = match setup_result {
+        Ok(ws) => ws,
+        Err(kind) => {
+            ctx.stats.error(kind);
+            ctx.shared.on_failed();
+            return ConnResult::from_tracker(channel, false, &tracker);
+        }
+    };
+    if !ctx.shared.on_subscribed(channel, now_us()) {
+        ctx.stats.error("subscribed_after_publish_start");
+        return ConnResult::from_tracker(channel, false, &tracker);
+    }
+
+    let expected = name.as_bytes();
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            m = ws.next() => match m {
+                Some(Ok(Message::Text(t))) => {
+                    let now = now_us();
+                    let mut pings = 0;
+                    let mut new = 0u64;
+                    for line in t.as_bytes().split(|&b| b == b'\n') {
+                        if line == b"{}" {
+                            pings += 1;
+                        } else if line.starts_with(b"{\"push\"") {
+                            if push_channel(line) != Some(expected) {
+                                ctx.stats.error("push_other_channel");
+                                continue;
+                            }
+                            match seq_ts(line) {
+                                Some((seq, ts)) => {
+                                    if tracker.record(seq) {
+                                        new += 1;
+                                        ctx.stats.latency(ts, now);
+                                    }
+                                }
+                                None => ctx.stats.error("push_unparsed"),
+                            }
+                        } else if !line.is_empty() {
+                            ctx.stats.error("unexpected_reply");
+                        }
+                    }
+                    if new > 0 {
+                        ctx.stats.received_at(now);
+                        ctx.shared
+                            .received_unique
+                            .fetch_add(new, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    if pings > 0 {
+                        ctx.stats.pings.set(ctx.stats.pings.get() + pings as u64);
+                        if let Err(kind) = pong(&mut ws, pings).await {
+                            ctx.stats.error(kind);
+                            break;
+                        }
+                    }
+                }
+                Some(Ok(Message::Close(f))) => {
+                    ctx.stats.error(close_label("server_close", f));
+                    break;
+                }
+                Some(Ok(Message::Binary(_))) => ctx.stats.error("binary_frame"),
+                Some(Ok(_)) => {}
+                Some(Err(_)) => {
+                    ctx.stats.error("read_error");
+                    break;
+                }
+                None => {
+                    ctx.stats.error("eof");
+                    break;
+                }
+            }
+        }
+    }
+    ConnResult::from_tracker(channel, true, &tracker)
+}
+
+/// Most commands put in one frame (the broker's default limit is 1000).
+const MAX_COMMANDS_PER_FRAME: usize = 500;
+/// Unanswered publish commands before the publisher waits.
+const MAX_PENDING: usize = 20_000;
+
+/// `--publish client`: one WebSocket connection sending `publish` commands.
+pub struct ClientPublisher {
+    ws: Ws,
+    channels: Rc<Vec<String>>,
+    payload_size: usize,
+    next_id: u64,
+    pending: HashMap<u64, u32>,
+    pings: usize,
+    pub failed: Vec<u64>,
+    pub errors: Errors,
+    frame: Vec<u8>,
+}
+
+impl ClientPublisher {
+    pub async fn connect(
+        target: &Target,
+        channels: Rc<Vec<String>>,
+        payload_size: usize,
+    ) -> anyhow::Result<Self> {
+        let mut ws = open_ws(target).await.map_err(anyhow::Error::msg)?;
+        handshake(
+            &mut ws,
+            "{\"id\":1,\"connect\":{\"name\":\"ferrocast-loadgen-publisher\"}}".into(),
+            &[(1, "connect")],
+        )
+        .await
+        .map_err(anyhow::Error::msg)?;
+        let n = channels.len();
+        Ok(ClientPublisher {
+            ws,
+            channels,
+            payload_size,
+            next_id: 2,
+            pending: HashMap::new(),
+            pings: 0,
+            failed: vec![0; n],
+            errors: Errors::new(),
+            frame: Vec::new(),
+        })
+    }
+
+    pub fn capacity(&self) -> usize {
+        MAX_PENDING.saturating_sub(self.pending.len())
+    }
+
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub async fn send(&mut self, batch: &Batch) -> anyhow::Result<()> {
+        for chunk in batch.chunks(MAX_COMMANDS_PER_FRAME) {
+            self.frame.clear();
+            for (i, &(ch, seq)) in chunk.iter().enumerate() {
+                if i > 0 {
+                    self.frame.push(b'\n');
+                }
+                let id = self.next_id;
+                self.next_id += 1;
+                self.pending.insert(id, ch);
+                self.frame.extend_from_slice(
+                    format!(
+                        "{{\"id\":{id},\"publish\":{{\"channel\":\"{}\",\"data\":",
+                        self.channels[ch as usize]
+                    )
+                    .as_bytes(),
+                );
+                build_payload(&mut self.frame, seq, now_us(), self.payload_size);
+                self.frame.extend_from_slice(b"}}");
+            }
+            let text = String::from_utf8(std::mem::take(&mut self.frame))?;
+            self.ws.send(Message::text(text)).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for one incoming frame and accounts its replies (cancel-safe).
+    pub async fn recv(&mut self) -> anyhow::Result<()> {
+        match self.ws.next().await {
+            Some(Ok(Message::Text(t))) => {
+                for line in t.as_str().split('\n') {
+                    if line == "{}" {
+                        self.pings += 1;
+                        continue;
+                    }
+                    if line.is_empty() || line.starts_with("{\"push\"") {
+                        continue;
+                    }
+                    match serde_json::from_str::<ReplyMin>(line) {
+                        Ok(r) => {
+                            if let Some(ch) = self.pending.remove(&r.id)
+                                && let Some(e) = r.error
+                            {
+                                self.failed[ch as usize] += 1;
+                                count(&mut self.errors, format!("publish_error:{}", e.code), 1);
+                            }
+                        }
+                        Err(_) => count(&mut self.errors, "publish_bad_reply", 1),
+                    }
+                }
+                Ok(())
+            }
+            Some(Ok(Message::Close(f))) => {
+                let l = close_label("publisher_close", f);
+                count(&mut self.errors, l.clone(), 1);
+                anyhow::bail!(l)
+            }
+            Some(Ok(_)) => Ok(()),
+            Some(Err(e)) => anyhow::bail!("publisher read error: {e}"),
+            None => anyhow::bail!("publisher connection closed"),
+        }
+    }
+
+    /// Answers pings seen by `recv`.
+    pub async fn after_recv(&mut self) -> anyhow::Result<()> {
+        if self.pings > 0 {
+            let n = std::mem::take(&mut self.pings);
+            pong(&mut self.ws, n).await.map_err(anyhow::Error::msg)?;
+        }
+        Ok(())
+    }
+
+    /// Waits (bounded) for the replies still outstanding.
+    pub async fn finish(&mut self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        while !self.pending.is_empty() {
+            match tokio::time::timeout_at(deadline, self.recv()).await {
+                Ok(Ok(())) => {
+                    if self.after_recv().await.is_err() {
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
+        if !self.pending.is_empty() {
+            count(&mut self.errors, "publish_unanswered", self.pending.len() as u64);
+        }
+        let _ = self.ws.close(None).await;
+    }
+}

@@ -1,0 +1,470 @@
+//! A real cluster: redis-server processes owned by the test and three ferrocast nodes
+//! on the Redis engine, driven by real WebSocket clients.
+
+use ferrocast_tests::node::{cluster_config, now};
+use ferrocast_tests::recovering::account;
+use ferrocast_tests::{Client, NodeProcess, RedisProcess, token};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+fn user_token(user: &str) -> String {
+    token(json!({"sub": user, "exp": now() + 3600}))
+}
+
+async fn cluster(redis: &[&RedisProcess], n: usize) -> Vec<NodeProcess> {
+    cluster_with(redis, n, |_| {}).await
+}
+
+async fn cluster_with(
+    redis: &[&RedisProcess],
+    n: usize,
+    f: impl Fn(&mut Value),
+) -> Vec<NodeProcess> {
+    let urls: Vec<String> = redis.iter().map(|r| r.url()).collect();
+    let mut cfg = cluster_config(&urls, "fc");
+    f(&mut cfg);
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        let mut c = cfg.clone();
+        c["node"] = json!({"name": format!("node-{i}")});
+        nodes.push(NodeProcess::start(c).await);
+    }
+    for node in &nodes {
+        node.wait_ready(200).await;
+    }
+    nodes
+}
+
+#[tokio::test]
+async fn publications_reach_subscribers_on_every_node_in_order() {
+    let redis = RedisProcess::start().await;
+    let nodes = cluster(&[&redis], 3).await;
+    let mut readers = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        for j in 0..2 {
+            let (mut c, _) =
+                Client::connect(&node.ws_url(), &user_token(&format!("u{i}{j}"))).await;
+            let r = c.command("subscribe", json!({"channel": "news"})).await;
+            assert!(r.get("subscribe").is_some(), "{r}");
+            readers.push(tokio::spawn(async move {
+                let mut seqs = Vec::new();
+                while seqs.len() < 10_000 {
+                    let p = c.push().await;
+                    seqs.push(p["pub"]["data"]["seq"].as_u64().unwrap());
+                }
+                seqs
+            }));
+        }
+    }
+    // Publish through different nodes, 100 per batch call, in order.
+    for b in 0..100u64 {
+        let commands: Vec<Value> = (0..100)
+            .map(|i| json!({"publish": {"channel": "news", "data": {"seq": b * 100 + i}}}))
+            .collect();
+        nodes[0]
+            .api_ok("batch", json!({"commands": commands}))
+            .await;
+    }
+    for r in readers {
+        let seqs = r.await.unwrap();
+        assert_eq!(
+            account(&seqs, 10_000),
+            (0, 0, 0),
+            "missing, duplicated, out of order"
+        );
+    }
+}
+
+#[tokio::test]
+async fn recovery_on_a_different_node() {
+    let redis = RedisProcess::start().await;
+    let nodes = cluster(&[&redis], 2).await;
+    let (mut c, _) = Client::connect(&nodes[0].ws_url(), &user_token("1")).await;
+    let r = c
+        .command(
+            "subscribe",
+            json!({"channel": "chat:r", "recoverable": true}),
+        )
+        .await;
+    let epoch = r["subscribe"]["epoch"].as_str().unwrap().to_string();
+    nodes[1]
+        .api_ok("publish", json!({"channel": "chat:r", "data": {"seq": 0}}))
+        .await;
+    let offset = c.push().await["pub"]["offset"].as_u64().unwrap();
+    c.close().await;
+    for i in 1..=3 {
+        nodes[0]
+            .api_ok("publish", json!({"channel": "chat:r", "data": {"seq": i}}))
+            .await;
+    }
+    let (mut d, _) = Client::connect(&nodes[1].ws_url(), &user_token("1")).await;
+    let r = d
+        .command(
+            "subscribe",
+            json!({"channel": "chat:r", "recover": true, "offset": offset, "epoch": epoch}),
+        )
+        .await;
+    assert_eq!(r["subscribe"]["recovered"], true, "{r}");
+    let seqs: Vec<u64> = r["subscribe"]["publications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["data"]["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![1, 2, 3]);
+    // History via the API of any node agrees.
+    let h = nodes[0]
+        .api_ok("history", json!({"channel": "chat:r", "limit": -1}))
+        .await;
+    assert_eq!(h["publications"].as_array().unwrap().len(), 4);
+    assert_eq!(h["epoch"], json!(epoch));
+    // A trimmed position: recovered false (history_size 10).
+    for i in 0..15 {
+        nodes[1]
+            .api_ok(
+                "publish",
+                json!({"channel": "chat:r", "data": {"seq": 100 + i}}),
+            )
+            .await;
+    }
+    let (mut e, _) = Client::connect(&nodes[0].ws_url(), &user_token("2")).await;
+    let r = e
+        .command(
+            "subscribe",
+            json!({"channel": "chat:r", "recover": true, "offset": offset, "epoch": epoch}),
+        )
+        .await;
+    assert!(r["subscribe"].get("recovered").is_none(), "{r}");
+    assert_eq!(r["subscribe"]["was_recovering"], true);
+    // Idempotent publish across nodes.
+    let a = nodes[0]
+        .api_ok(
+            "publish",
+            json!({"channel": "chat:r", "data": 1, "idempotency_key": "x"}),
+        )
+        .await;
+    let b = nodes[1]
+        .api_ok(
+            "publish",
+            json!({"channel": "chat:r", "data": 1, "idempotency_key": "x"}),
+        )
+        .await;
+    assert_eq!(a, b);
+}
+
+#[tokio::test]
+async fn presence_and_join_leave_across_nodes() {
+    let redis = RedisProcess::start().await;
+    let mut nodes = cluster(&[&redis], 3).await;
+    let (mut a, _) = Client::connect(&nodes[0].ws_url(), &user_token("a")).await;
+    a.command(
+        "subscribe",
+        json!({"channel": "chat:p", "join_leave": true}),
+    )
+    .await;
+    assert_eq!(a.push().await["join"]["info"]["user"], "a");
+    let (mut b, rb) = Client::connect(&nodes[1].ws_url(), &user_token("b")).await;
+    b.command("subscribe", json!({"channel": "chat:p"})).await;
+    let join = a.push().await;
+    assert_eq!(join["join"]["info"]["user"], "b");
+    let (mut k, rk) = Client::connect(&nodes[2].ws_url(), &user_token("k")).await;
+    k.command("subscribe", json!({"channel": "chat:p"})).await;
+    assert_eq!(a.push().await["join"]["info"]["user"], "k");
+    let s = nodes[2]
+        .api_ok("presence_stats", json!({"channel": "chat:p"}))
+        .await;
+    assert_eq!(s, json!({"num_clients": 3, "num_users": 3}));
+    let p = a.command("presence", json!({"channel": "chat:p"})).await;
+    assert!(p["presence"]["presence"][rb["client"].as_str().unwrap()]["user"] == "b");
+    b.close().await;
+    assert_eq!(a.push().await["leave"]["info"]["user"], "b");
+    let st = nodes[0]
+        .api_ok("user_status", json!({"users": ["a", "b", "k", "nobody"]}))
+        .await;
+    let online: Vec<bool> = st["statuses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["online"].as_bool().unwrap())
+        .collect();
+    assert_eq!(online, vec![true, false, true, false]);
+
+    // kill -9 the node holding `k`: its presence and online status vanish within the TTL (3s).
+    nodes[2].kill9().await;
+    let kc = rk["client"].as_str().unwrap().to_string();
+    let mut gone = false;
+    for _ in 0..100 {
+        let p = nodes[0]
+            .api_ok("presence", json!({"channel": "chat:p"}))
+            .await;
+        if p["presence"].get(&kc).is_none() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "presence of a killed node's client did not expire");
+    let mut offline = false;
+    for _ in 0..100 {
+        let st = nodes[0]
+            .api_ok("user_status", json!({"users": ["k"]}))
+            .await;
+        if st["statuses"][0]["online"] == json!(false) {
+            offline = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(offline, "a killed node's user stayed online");
+    // The killed node leaves `info` after node_info_ttl (4s).
+    let mut left = false;
+    for _ in 0..100 {
+        let info = nodes[0].api_ok("info", json!({})).await;
+        let names: Vec<&str> = info["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["name"].as_str().unwrap())
+            .collect();
+        if names == ["node-0", "node-1"] {
+            left = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(left, "killed node still listed");
+}
+
+#[tokio::test]
+async fn info_lists_every_node_with_counts() {
+    let redis = RedisProcess::start().await;
+    let nodes = cluster(&[&redis], 3).await;
+    let (mut c, _) = Client::connect(&nodes[1].ws_url(), &user_token("x")).await;
+    c.command("subscribe", json!({"channel": "news"})).await;
+    let mut ok = false;
+    for _ in 0..60 {
+        let info = nodes[0].api_ok("info", json!({})).await;
+        let list = info["nodes"].as_array().unwrap().clone();
+        if list.len() == 3
+            && list
+                .iter()
+                .any(|n| n["name"] == "node-1" && n["num_clients"] == 1 && n["num_subs"] == 1)
+        {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "info did not list all nodes with counts");
+}
+
+#[tokio::test]
+async fn user_operations_act_on_every_node() {
+    let redis = RedisProcess::start().await;
+    let nodes = cluster_with(&[&redis], 3, |c| {
+        c["client"]["user_connection_limit"] = json!(2)
+    })
+    .await;
+    let (mut a, _) = Client::connect(&nodes[1].ws_url(), &user_token("u")).await;
+    let (mut b, _) = Client::connect(&nodes[2].ws_url(), &user_token("u")).await;
+    // A third connection of the same user on another node exceeds the cluster-wide limit.
+    let mut third = Client::open(&nodes[0].ws_url()).await;
+    third
+        .send_text(json!({"id": 1, "connect": {"token": user_token("u")}}).to_string())
+        .await;
+    assert_eq!(third.closed().await.0, 3504);
+
+    nodes[0]
+        .api_ok("subscribe", json!({"user": "u", "channel": "chat:s"}))
+        .await;
+    for c in [&mut a, &mut b] {
+        assert!(c.push().await.get("subscribe").is_some());
+    }
+    nodes[0]
+        .api_ok("publish", json!({"channel": "chat:s", "data": "x"}))
+        .await;
+    for c in [&mut a, &mut b] {
+        assert_eq!(c.push().await["pub"]["data"], "x");
+    }
+    nodes[0]
+        .api_ok("unsubscribe", json!({"user": "u", "channel": "chat:s"}))
+        .await;
+    for c in [&mut a, &mut b] {
+        assert_eq!(c.push().await["unsubscribe"]["code"], 2000);
+    }
+    nodes[0]
+        .api_ok(
+            "disconnect",
+            json!({"user": "u", "disconnect": {"code": 4000, "reason": "go"}}),
+        )
+        .await;
+    for c in [&mut a, &mut b] {
+        assert_eq!(c.closed().await, (4000, "go".to_string()));
+    }
+    // The limit frees up once they are gone.
+    let mut ok = false;
+    for _ in 0..50 {
+        let mut c = Client::open(&nodes[0].ws_url()).await;
+        if let Ok(r) = c
+            .try_command("connect", json!({"token": user_token("u")}))
+            .await
+            && r.get("connect").is_some()
+        {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok);
+}
+
+#[tokio::test]
+async fn channels_are_sharded_over_several_redis_instances() {
+    let r1 = RedisProcess::start().await;
+    let r2 = RedisProcess::start().await;
+    let nodes = cluster(&[&r1, &r2], 2).await;
+    let channels: Vec<String> = (0..20).map(|i| format!("chat:s{i}")).collect();
+    let mut subs = Vec::new();
+    for ch in &channels {
+        let (mut c, _) = Client::connect(&nodes[1].ws_url(), &user_token("1")).await;
+        c.command("subscribe", json!({"channel": ch})).await;
+        subs.push(c);
+    }
+    for ch in &channels {
+        nodes[0]
+            .api_ok("publish", json!({"channel": ch, "data": {"ch": ch}}))
+            .await;
+    }
+    for (c, ch) in subs.iter_mut().zip(&channels) {
+        assert_eq!(c.push().await["pub"]["data"]["ch"], json!(ch));
+    }
+    let mut counts = Vec::new();
+    for r in [&r1, &r2] {
+        let mut conn = r.connection().await;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("fc:hist:*")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        counts.push(keys.len());
+    }
+    assert_eq!(counts.iter().sum::<usize>(), 20, "{counts:?}");
+    assert!(
+        counts.iter().all(|c| *c > 0),
+        "all channels on one shard: {counts:?}"
+    );
+}
+
+async fn xadd(conn: &mut redis::aio::MultiplexedConnection, method: &str, payload: &str) -> String {
+    redis::cmd("XADD")
+        .arg("fc:api")
+        .arg("*")
+        .arg("method")
+        .arg(method)
+        .arg("payload")
+        .arg(payload)
+        .query_async(conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn backend_command_stream_keeps_order_and_dead_letters_bad_entries() {
+    let redis = RedisProcess::start().await;
+    let mut conn = redis.connection().await;
+    // Written while no node runs: applied when one starts.
+    xadd(
+        &mut conn,
+        "publish",
+        &json!({"channel": "chat:x0", "data": {"seq": 0}}).to_string(),
+    )
+    .await;
+    let nodes = cluster(&[&redis], 3).await;
+    let h = nodes[1]
+        .api_ok("history", json!({"channel": "chat:x0", "limit": -1}))
+        .await;
+    let mut waited = h["publications"].as_array().unwrap().len();
+    for _ in 0..100 {
+        if waited == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let h = nodes[1]
+            .api_ok("history", json!({"channel": "chat:x0", "limit": -1}))
+            .await;
+        waited = h["publications"].as_array().unwrap().len();
+    }
+    assert_eq!(
+        waited, 1,
+        "entry written before any node started was not applied"
+    );
+
+    let channels = ["chat:x0", "chat:x1", "chat:x2"];
+    let mut readers = Vec::new();
+    for (i, ch) in channels.iter().enumerate() {
+        let (mut c, _) = Client::connect(&nodes[i].ws_url(), &user_token("1")).await;
+        let r = c.command("subscribe", json!({"channel": ch})).await;
+        assert!(r.get("subscribe").is_some());
+        readers.push(c);
+    }
+    xadd(&mut conn, "publish", "{not json").await;
+    xadd(&mut conn, "frobnicate", "{}").await;
+    for n in 1..=1000u64 {
+        let ch = channels[(n % 3) as usize];
+        xadd(
+            &mut conn,
+            "publish",
+            &json!({"channel": ch, "data": {"seq": n}}).to_string(),
+        )
+        .await;
+    }
+    for (i, c) in readers.iter_mut().enumerate() {
+        let expected: Vec<u64> = (1..=1000u64).filter(|n| (n % 3) as usize == i).collect();
+        let mut got = Vec::new();
+        while got.len() < expected.len() {
+            got.push(c.push().await["pub"]["data"]["seq"].as_u64().unwrap());
+        }
+        assert_eq!(got, expected, "channel {i} order");
+    }
+    let dead: Value = {
+        let v: redis::Value = redis::cmd("XRANGE")
+            .arg("fc:api:dead")
+            .arg("-")
+            .arg("+")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        json!(format!("{v:?}"))
+    };
+    let text = dead.as_str().unwrap();
+    assert!(
+        text.contains("frobnicate") && text.contains("not json"),
+        "{text}"
+    );
+    assert!(
+        text.contains("unknown method") && text.contains("bad request"),
+        "{text}"
+    );
+    // Everything was acknowledged.
+    let mut pending = 1;
+    for _ in 0..50 {
+        let p: redis::Value = redis::cmd("XPENDING")
+            .arg("fc:api")
+            .arg("ferrocast")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        pending = match p {
+            redis::Value::Array(v) => match v.first() {
+                Some(redis::Value::Int(n)) => *n,
+                _ => 1,
+            },
+            _ => 1,
+        };
+        if pending == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(pending, 0, "entries left pending");
+}
