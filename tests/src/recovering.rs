@@ -167,7 +167,7 @@ async fn run(
                 }
                 Err((code, _)) => {
                     state.lock().unwrap().closes.push(code);
-                    if code >= 3500 && code < 4000 {
+                    if (3500..4000).contains(&code) {
                         return;
                     }
                     break;
