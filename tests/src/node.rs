@@ -43,6 +43,13 @@ pub fn base_config() -> Value {
                     "name": "private",
                 },
                 {
+                    "name": "live",
+                    "history_size": 5000,
+                    "history_ttl": "600s",
+                    "force_recovery": true,
+                    "allow_subscribe_for_client": true,
+                },
+                {
                     "name": "dialog",
                     "allow_user_limited_channels": true,
                 },

@@ -22,6 +22,8 @@ pub struct Received {
     pub unrecovered: u32,
     /// Close codes received.
     pub closes: Vec<u16>,
+    /// Successful subscribe replies.
+    pub subscriptions: u32,
 }
 
 /// A running recovering subscriber.
@@ -62,6 +64,18 @@ impl RecoveringSubscriber {
         false
     }
 
+    /// Waits until the first subscription succeeded.
+    pub async fn wait_subscribed(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while tokio::time::Instant::now() < deadline {
+            if self.state.lock().unwrap().subscriptions > 0 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
     /// Stops and returns everything received.
     pub async fn stop(self) -> Received {
         let _ = self.stop.send(true);
@@ -95,8 +109,12 @@ async fn subscribe(
     let Some(s) = r.get("subscribe") else {
         return Ok(false);
     };
-    if s["was_recovering"] == json!(true) && s["recovered"] != json!(true) {
-        state.lock().unwrap().unrecovered += 1;
+    {
+        let mut st = state.lock().unwrap();
+        st.subscriptions += 1;
+        if s["was_recovering"] == json!(true) && s["recovered"] != json!(true) {
+            st.unrecovered += 1;
+        }
     }
     let epoch = s["epoch"].as_str().unwrap_or("").to_string();
     let offset = s["offset"].as_u64().unwrap_or(0);
