@@ -468,3 +468,68 @@ async fn backend_command_stream_keeps_order_and_dead_letters_bad_entries() {
     }
     assert_eq!(pending, 0, "entries left pending");
 }
+
+#[tokio::test]
+async fn command_stream_survives_the_death_of_its_consumer() {
+    let redis = RedisProcess::start().await;
+    let mut nodes = cluster(&[&redis], 3).await;
+    let mut conn = redis.connection().await;
+    const N: u64 = 3000;
+    // Find the lease holder through `info` (uid → node name).
+    let mut holder = None;
+    for _ in 0..100 {
+        let lease: Option<String> = redis::cmd("GET")
+            .arg("fc:api:lease")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if let Some(uid) = lease {
+            let info = nodes[0].api_ok("info", json!({})).await;
+            if let Some(n) = info["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|n| n["uid"] == json!(uid))
+            {
+                let name = n["name"].as_str().unwrap().to_string();
+                holder = name
+                    .strip_prefix("node-")
+                    .and_then(|i| i.parse::<usize>().ok());
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let holder = holder.expect("no node holds the command stream lease");
+    let survivor = (holder + 1) % 3;
+    let (mut c, _) = Client::connect(&nodes[survivor].ws_url(), &user_token("1")).await;
+    c.command("subscribe", json!({"channel": "live:stream"}))
+        .await;
+    let reader = tokio::spawn(async move {
+        let mut seqs = Vec::new();
+        while seqs.len() < N as usize {
+            match c.try_push(Duration::from_secs(30)).await {
+                Some(p) => seqs.push(p["pub"]["data"]["seq"].as_u64().unwrap()),
+                None => break,
+            }
+        }
+        seqs
+    });
+    for seq in 0..N {
+        xadd(
+            &mut conn,
+            "publish",
+            &json!({"channel": "live:stream", "data": {"seq": seq}}).to_string(),
+        )
+        .await;
+        if seq == N / 3 {
+            nodes[holder].kill9().await;
+        }
+    }
+    let seqs = reader.await.unwrap();
+    assert_eq!(
+        account(&seqs, N),
+        (0, 0, 0),
+        "missing, duplicated, out of order"
+    );
+}

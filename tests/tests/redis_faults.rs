@@ -94,3 +94,76 @@ async fn redis_restart_mid_stream_loses_nothing() {
         assert_eq!(r.unrecovered, 0);
     }
 }
+
+#[tokio::test]
+async fn an_offset_gap_makes_subscribers_recover_instead_of_skipping() {
+    use ferrocast_protocol::envelope::{Envelope, WirePublication, encode_message};
+    let redis = RedisProcess::start().await;
+    let node = NodeProcess::start(cluster_config(&[redis.url()], "fc")).await;
+    node.wait_ready(200).await;
+    let sub = RecoveringSubscriber::start(
+        vec![node.ws_url()],
+        token(json!({"sub": "g", "exp": now() + 600})),
+        "live:g".into(),
+    );
+    assert!(sub.wait_subscribed(Duration::from_secs(10)).await);
+    for seq in 0..3 {
+        publish_seq(&[node.addr], "live:g", seq).await;
+    }
+    assert!(sub.wait_for(3, Duration::from_secs(10)).await);
+    // Publications 4..5 are written to history but their pub/sub messages never reach the
+    // node (as if lost in flight); then a message with a later offset arrives.
+    let mut conn = redis.connection().await;
+    let epoch: String = redis::cmd("HGET")
+        .arg("fc:meta:{live:g}")
+        .arg("e")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for (offset, seq) in [(4u64, 3u64), (5, 4), (6, 5)] {
+        let p = ferrocast_protocol::Publication {
+            data: ferrocast_protocol::RawJson::parse(json!({"seq": seq}).to_string().into())
+                .unwrap(),
+            info: None,
+            offset,
+            tags: None,
+            time: 0,
+        };
+        let env = Envelope::Pub(WirePublication::from_publication(&p, None));
+        let body = ferrocast_protocol::envelope::encode_body(&env);
+        let _: String = redis::cmd("XADD")
+            .arg("fc:hist:{live:g}")
+            .arg(format!("{offset}-1"))
+            .arg("d")
+            .arg(body)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let _: i64 = redis::cmd("HSET")
+            .arg("fc:meta:{live:g}")
+            .arg("s")
+            .arg(offset)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if offset == 6 {
+            let _: i64 = redis::cmd("PUBLISH")
+                .arg("fc:ch:{live:g}")
+                .arg(encode_message(offset, &epoch, &env))
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+    }
+    assert!(
+        sub.wait_for(6, Duration::from_secs(10)).await,
+        "{:?}",
+        sub.received()
+    );
+    let r = sub.stop().await;
+    assert_eq!(account(&r.seqs, 6), (0, 0, 0), "{r:?}");
+    assert_eq!(
+        r.resubscribes, 1,
+        "the gap must trigger exactly one recovery: {r:?}"
+    );
+}
