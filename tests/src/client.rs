@@ -82,6 +82,14 @@ impl Client {
             .expect("send");
     }
 
+    /// Sends a text frame whose payload is `bytes` as they are (even invalid UTF-8).
+    pub async fn send_raw_text(&mut self, bytes: Vec<u8>) {
+        use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+        use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+        let frame = Frame::message(bytes, OpCode::Data(Data::Text), true);
+        self.ws.send(Message::Frame(frame)).await.expect("send");
+    }
+
     /// Sends a binary frame.
     pub async fn send_binary(&mut self, data: Vec<u8>) {
         self.ws

@@ -62,7 +62,10 @@ struct ErrMin {
     code: u32,
 }
 
-fn close_label(prefix: &str, m: Option<tokio_tungstenite::tungstenite::protocol::CloseFrame>) -> String {
+fn close_label(
+    prefix: &str,
+    m: Option<tokio_tungstenite::tungstenite::protocol::CloseFrame>,
+) -> String {
     match m {
         Some(f) => format!("{prefix}:{}", u16::from(f.code)),
         None => format!("{prefix}:none"),
@@ -379,7 +382,11 @@ impl ClientPublisher {
             }
         }
         if !self.pending.is_empty() {
-            count(&mut self.errors, "publish_unanswered", self.pending.len() as u64);
+            count(
+                &mut self.errors,
+                "publish_unanswered",
+                self.pending.len() as u64,
+            );
         }
         let _ = self.ws.close(None).await;
     }

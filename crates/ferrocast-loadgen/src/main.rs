@@ -1,1 +1,549 @@
-fn main() {}
+//! `ferrocast-loadgen`: opens many WebSocket subscribers against ferrocast (Centrifugo
+//! client protocol v2, JSON) or nats-server (NATS protocol over WebSocket), publishes at
+//! a fixed rate through a chosen path, and prints one JSON line with delivery accounting
+//! (lost, duplicated, out of order) and end-to-end latency percentiles.
+//!
+//! Threads: `--threads` worker threads, each a single-threaded tokio runtime owning its
+//! connections and counters (no locks on the receive path); the main thread runs the
+//! publisher and the clock. Everything is bounded in time and stops by itself.
+
+mod centrifugo;
+mod http;
+mod nats;
+mod publish;
+mod scan;
+mod stats;
+
+use anyhow::{Context, bail};
+use clap::{Parser, ValueEnum};
+use hdrhistogram::Histogram;
+use stats::{ConnResult, Errors, Shared, ThreadStats, count};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Protocol {
+    /// Centrifugo client protocol v2, JSON (ferrocast, Centrifugo).
+    Centrifugo,
+    /// NATS text protocol over WebSocket (nats-server `websocket {}` listener).
+    Nats,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PublishPath {
+    /// POST /api/publish with X-API-Key (pipelined keep-alive HTTP/1.1).
+    Http,
+    /// A dedicated publisher connection sending `publish` commands (NATS: `PUB`).
+    Client,
+    /// XADD to the ferrocast:api stream (not implemented yet).
+    Redis,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelMode {
+    Shared,
+    Many(usize),
+    Personal,
+}
+
+fn parse_channels(s: &str) -> Result<ChannelMode, String> {
+    match s {
+        "shared" => Ok(ChannelMode::Shared),
+        "personal" => Ok(ChannelMode::Personal),
+        _ => match s.strip_prefix("many:").map(str::parse::<usize>) {
+            Some(Ok(k)) if k > 0 => Ok(ChannelMode::Many(k)),
+            _ => Err("expected shared, many:K (K > 0) or personal".into()),
+        },
+    }
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "Load generator for ferrocast (and nats-server, for comparison)"
+)]
+struct Args {
+    /// WebSocket endpoint(s), 127.0.0.1 only; repeatable or comma-separated. Connection i
+    /// uses url[i % n]; the publisher uses the first.
+    #[arg(long = "url", value_delimiter = ',', required = true)]
+    urls: Vec<String>,
+    /// Subscriber connections.
+    #[arg(long, default_value_t = 100)]
+    connections: usize,
+    /// New connections per second (0: all at once).
+    #[arg(long, default_value_t = 1000.0)]
+    connect_rate: f64,
+    /// shared (one channel), many:K (connection i on channel i % K), personal (one per connection).
+    #[arg(long, default_value = "shared", value_parser = parse_channels)]
+    channels: ChannelMode,
+    /// Channel name prefix: channels are PREFIX:shared, PREFIX:c<j>, PREFIX:p<i> (NATS: `.`).
+    #[arg(long, default_value = "bench")]
+    channel_prefix: String,
+    #[arg(long, value_enum, default_value = "centrifugo")]
+    protocol: Protocol,
+    #[arg(long, value_enum, default_value = "http")]
+    publish: PublishPath,
+    /// Messages per second (all channels together).
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// Seconds of publishing (or of holding the connections with --idle).
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds to keep receiving after the last publish (ends early once all arrived).
+    #[arg(long, default_value_t = 5.0)]
+    drain_secs: f64,
+    /// Bytes of each JSON payload.
+    #[arg(long, default_value_t = 128)]
+    payload_size: usize,
+    /// Server API key (X-API-Key) for --publish http.
+    #[arg(long, default_value = "", env = "FERROCAST_LOADGEN_API_KEY")]
+    api_key: String,
+    /// Server API base URL, default http://<host:port of the first --url>/api.
+    #[arg(long)]
+    api_url: Option<String>,
+    /// Outstanding pipelined API requests.
+    #[arg(long, default_value_t = 64)]
+    http_inflight: usize,
+    /// Connect without a token (the broker must run with client.insecure = true).
+    /// Token signing is not implemented yet, so this is required for Centrifugo.
+    #[arg(long)]
+    insecure: bool,
+    /// Only open and subscribe the connections and hold them for --duration seconds.
+    #[arg(long)]
+    idle: bool,
+    /// Seconds allowed for one connection's setup; the connect phase ends at
+    /// connections / connect-rate + this.
+    #[arg(long, default_value_t = 30.0)]
+    connect_timeout: f64,
+    /// Receiver threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Touch this file once every connection is set up (for scripts measuring memory).
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+    /// Free text copied into the JSON output.
+    #[arg(long, default_value = "")]
+    label: String,
+}
+
+/// One WebSocket endpoint.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub url: String,
+    pub addr: SocketAddr,
+}
+
+/// The validated run configuration shared by all threads.
+pub struct Config {
+    pub targets: Vec<Target>,
+    pub protocol: Protocol,
+    pub publish: PublishPath,
+    pub channels: Vec<String>,
+    pub mode: ChannelMode,
+    pub connections: usize,
+    pub connect_rate: f64,
+    pub connect_timeout: Duration,
+    pub payload_size: usize,
+    pub api_addr: SocketAddr,
+    pub api_path: String,
+    pub api_key: String,
+    pub http_inflight: usize,
+}
+
+impl Config {
+    fn channel_of(&self, i: usize) -> u32 {
+        match self.mode {
+            ChannelMode::Shared => 0,
+            ChannelMode::Many(k) => (i % k) as u32,
+            ChannelMode::Personal => i as u32,
+        }
+    }
+}
+
+/// Per worker thread.
+pub struct WorkerCtx {
+    pub cfg: Arc<Config>,
+    pub shared: Arc<Shared>,
+    pub stats: ThreadStats,
+}
+
+/// host:port of `scheme://host:port/path`, resolved, loopback only.
+fn loopback_addr(url: &str, schemes: &[&str]) -> anyhow::Result<(SocketAddr, String)> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .with_context(|| format!("{url}: no scheme"))?;
+    if !schemes.contains(&scheme) {
+        bail!("{url}: scheme must be one of {schemes:?}");
+    }
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], rest[i..].to_string()),
+        None => (rest, "/".to_string()),
+    };
+    let addr = authority
+        .to_socket_addrs()
+        .with_context(|| format!("{url}: bad host:port"))?
+        .next()
+        .with_context(|| format!("{url}: does not resolve"))?;
+    if !addr.ip().is_loopback() {
+        bail!("{url}: only loopback targets are allowed");
+    }
+    Ok((addr, path))
+}
+
+fn build_config(a: &Args) -> anyhow::Result<Config> {
+    if a.connections == 0 {
+        bail!("--connections must be > 0");
+    }
+    if !(a.rate > 0.0) && !a.idle {
+        bail!("--rate must be > 0");
+    }
+    if a.protocol == Protocol::Centrifugo && !a.insecure {
+        bail!(
+            "token signing is not implemented: run the broker with client.insecure = true and pass --insecure"
+        );
+    }
+    let mut targets = Vec::new();
+    for u in &a.urls {
+        let (addr, _) = loopback_addr(u, &["ws"])?;
+        targets.push(Target {
+            url: u.clone(),
+            addr,
+        });
+    }
+    let api = match &a.api_url {
+        Some(u) => u.trim_end_matches('/').to_string(),
+        None => format!("http://{}/api", targets[0].addr),
+    };
+    let (api_addr, api_base) = loopback_addr(&api, &["http"])?;
+    let sep = if a.protocol == Protocol::Nats {
+        "."
+    } else {
+        ":"
+    };
+    let p = &a.channel_prefix;
+    let channels: Vec<String> = match a.channels {
+        ChannelMode::Shared => vec![format!("{p}{sep}shared")],
+        ChannelMode::Many(k) => (0..k).map(|j| format!("{p}{sep}c{j}")).collect(),
+        ChannelMode::Personal => (0..a.connections)
+            .map(|i| format!("{p}{sep}p{i}"))
+            .collect(),
+    };
+    Ok(Config {
+        targets,
+        protocol: a.protocol,
+        publish: a.publish,
+        channels,
+        mode: a.channels,
+        connections: a.connections,
+        connect_rate: a.connect_rate,
+        connect_timeout: Duration::from_secs_f64(a.connect_timeout.max(0.1)),
+        payload_size: a.payload_size,
+        api_addr,
+        api_path: format!("{}/publish", api_base.trim_end_matches('/')),
+        api_key: a.api_key.clone(),
+        http_inflight: a.http_inflight,
+    })
+}
+
+struct WorkerOut {
+    conns: Vec<ConnResult>,
+    hist: Histogram<u64>,
+    errors: Errors,
+    first_recv_us: u64,
+    last_recv_us: u64,
+    pings: u64,
+}
+
+fn worker(
+    cfg: Arc<Config>,
+    shared: Arc<Shared>,
+    mine: Vec<(usize, Instant)>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<WorkerOut> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let local = tokio::task::LocalSet::new();
+    Ok(local.block_on(&rt, async move {
+        let ctx = Rc::new(WorkerCtx {
+            cfg: cfg.clone(),
+            shared,
+            stats: ThreadStats::new(),
+        });
+        let mut handles = Vec::with_capacity(mine.len());
+        for (i, at) in mine {
+            let ch = cfg.channel_of(i);
+            let at = tokio::time::Instant::from_std(at);
+            let h = match cfg.protocol {
+                Protocol::Centrifugo => tokio::task::spawn_local(centrifugo::subscriber(
+                    ctx.clone(),
+                    i,
+                    ch,
+                    at,
+                    stop.clone(),
+                )),
+                Protocol::Nats => {
+                    tokio::task::spawn_local(nats::subscriber(ctx.clone(), i, ch, at, stop.clone()))
+                }
+            };
+            handles.push((ch, h));
+        }
+        let mut conns = Vec::with_capacity(handles.len());
+        for (ch, h) in handles {
+            conns.push(h.await.unwrap_or_else(|_| {
+                ctx.stats.error("task_panicked");
+                ConnResult {
+                    channel: ch,
+                    ..Default::default()
+                }
+            }));
+        }
+        WorkerOut {
+            conns,
+            hist: ctx.stats.hist.replace(stats::new_histogram()),
+            errors: ctx.stats.errors.take(),
+            first_recv_us: ctx.stats.first_recv_us.get(),
+            last_recv_us: ctx.stats.last_recv_us.get(),
+            pings: ctx.stats.pings.get(),
+        }
+    }))
+}
+
+/// CPU seconds (user + system) used by this process so far.
+fn cpu_secs() -> f64 {
+    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name (which is in parentheses): utime is field 14, stime 15.
+    let after = s.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // After ')' the first field is state (field 3), so utime (14) is index 11.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let cfg = Arc::new(build_config(&args)?);
+    scan::init_clock();
+    let shared = Shared::new(cfg.channels.len());
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    // Connection i starts at t0 + i / connect_rate.
+    let threads = args.threads.clamp(1, 64);
+    let t0 = Instant::now() + Duration::from_millis(20);
+    let t0_us = scan::now_us() + 20_000;
+    let mut per_thread: Vec<Vec<(usize, Instant)>> = vec![Vec::new(); threads];
+    for i in 0..cfg.connections {
+        let at = if args.connect_rate > 0.0 {
+            t0 + Duration::from_secs_f64(i as f64 / args.connect_rate)
+        } else {
+            t0
+        };
+        per_thread[i % threads].push((i, at));
+    }
+    let mut joins = Vec::new();
+    for (t, mine) in per_thread.into_iter().enumerate() {
+        let (cfg, shared, stop) = (cfg.clone(), shared.clone(), stop_rx.clone());
+        joins.push(
+            std::thread::Builder::new()
+                .name(format!("loadgen-{t}"))
+                .spawn(move || worker(cfg, shared, mine, stop))?,
+        );
+    }
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let local = tokio::task::LocalSet::new();
+    let (publish, publish_start_us, coordinator_errors) = local.block_on(&rt, async {
+        let mut errors = Errors::new();
+        // Connect phase.
+        let ramp = if args.connect_rate > 0.0 {
+            cfg.connections as f64 / args.connect_rate
+        } else {
+            0.0
+        };
+        let connect_deadline =
+            t0 + Duration::from_secs_f64(ramp) + cfg.connect_timeout + Duration::from_secs(1);
+        let mut last_report = Instant::now();
+        loop {
+            let done =
+                shared.subscribed.load(Ordering::SeqCst) + shared.failed.load(Ordering::SeqCst);
+            if done >= cfg.connections || Instant::now() >= connect_deadline {
+                break;
+            }
+            if last_report.elapsed() >= Duration::from_secs(2) {
+                eprintln!(
+                    "loadgen: {} subscribed, {} failed of {}",
+                    shared.subscribed.load(Ordering::SeqCst),
+                    shared.failed.load(Ordering::SeqCst),
+                    cfg.connections
+                );
+                last_report = Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        shared.publishing.store(true, Ordering::SeqCst);
+        let subscribed = shared.subscribed.load(Ordering::SeqCst);
+        eprintln!(
+            "loadgen: connect phase over: {subscribed} of {} subscribed",
+            cfg.connections
+        );
+        let unfinished = cfg.connections - subscribed - shared.failed.load(Ordering::SeqCst);
+        if unfinished > 0 {
+            count(
+                &mut errors,
+                "setup_unfinished_at_deadline",
+                unfinished as u64,
+            );
+        }
+        if let Some(f) = &args.ready_file {
+            let _ = std::fs::write(f, format!("{subscribed}\n"));
+        }
+        if args.idle {
+            tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
+            return (None, 0, errors);
+        }
+        let names = Rc::new(cfg.channels.clone());
+        let mut publisher = match publish::Publisher::connect(&cfg, names).await {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("loadgen: publisher: {e:#}");
+                count(&mut errors, "publisher_connect_failed", 1);
+                return (None, 0, errors);
+            }
+        };
+        let publish_start_us = scan::now_us();
+        let drain = Duration::from_secs_f64(args.drain_secs);
+        let outcome = publish::run(
+            &mut publisher,
+            args.rate,
+            Duration::from_secs_f64(args.duration),
+            cfg.channels.len(),
+            drain,
+        )
+        .await;
+        // Drain: until every expected delivery arrived or the grace period is over.
+        let expected: u64 = outcome
+            .published
+            .iter()
+            .zip(shared.subs_per_channel.iter())
+            .map(|(p, s)| p * u64::from(s.load(Ordering::SeqCst)))
+            .sum();
+        let drain_end = Instant::now() + drain;
+        while Instant::now() < drain_end
+            && shared.received_unique.load(Ordering::Relaxed) < expected
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (Some(outcome), publish_start_us, errors)
+    });
+    let _ = stop_tx.send(true);
+
+    let mut conns = Vec::with_capacity(cfg.connections);
+    let mut hist = stats::new_histogram();
+    let mut errors = coordinator_errors;
+    let (mut first_recv, mut last_recv, mut pings) = (u64::MAX, 0u64, 0u64);
+    for j in joins {
+        match j.join() {
+            Ok(Ok(w)) => {
+                conns.extend(w.conns);
+                let _ = hist.add(&w.hist);
+                for (k, n) in w.errors {
+                    count(&mut errors, k, n);
+                }
+                first_recv = first_recv.min(w.first_recv_us);
+                last_recv = last_recv.max(w.last_recv_us);
+                pings += w.pings;
+            }
+            Ok(Err(e)) => {
+                eprintln!("loadgen: worker: {e:#}");
+                count(&mut errors, "worker_failed", 1);
+            }
+            Err(_) => count(&mut errors, "worker_panicked", 1),
+        }
+    }
+
+    let subscribed = conns.iter().filter(|c| c.subscribed).count();
+    let last_sub_us = shared.last_subscribed_us.load(Ordering::SeqCst);
+    let connect_secs = if subscribed > 0 {
+        last_sub_us.saturating_sub(t0_us) as f64 / 1e6
+    } else {
+        0.0
+    };
+    let (published_per_ch, publish_secs) = match &publish {
+        Some(o) => (o.published.clone(), o.publish_secs),
+        None => (vec![0; cfg.channels.len()], 0.0),
+    };
+    if let Some(o) = &publish {
+        for (k, n) in &o.errors {
+            count(&mut errors, k.clone(), *n);
+        }
+    }
+    let published: u64 = published_per_ch.iter().sum();
+    let (mut expected, mut unique, mut dup, mut ooo) = (0u64, 0u64, 0u64, 0u64);
+    for c in conns.iter().filter(|c| c.subscribed) {
+        expected += published_per_ch[c.channel as usize];
+        unique += c.unique;
+        dup += c.duplicated;
+        ooo += c.out_of_order;
+    }
+    let received = unique + dup;
+    let lost = expected.saturating_sub(unique);
+    let window = last_recv.saturating_sub(publish_start_us) as f64 / 1e6;
+    let deliveries_per_sec = if received > 0 && window > 0.0 {
+        received as f64 / window
+    } else {
+        0.0
+    };
+    let round1 = |v: f64| (v * 10.0).round() / 10.0;
+    let round3 = |v: f64| (v * 1000.0).round() / 1000.0;
+    let mode = match cfg.mode {
+        ChannelMode::Shared => "shared".to_string(),
+        ChannelMode::Many(k) => format!("many:{k}"),
+        ChannelMode::Personal => "personal".to_string(),
+    };
+    let out = serde_json::json!({
+        "label": args.label,
+        "protocol": format!("{:?}", cfg.protocol).to_lowercase(),
+        "publish": if args.idle { "none".to_string() } else { format!("{:?}", cfg.publish).to_lowercase() },
+        "channels_mode": mode,
+        "channels": cfg.channels.len(),
+        "payload_size": cfg.payload_size,
+        "connections": cfg.connections,
+        "subscribed": subscribed,
+        "connect_secs": round3(connect_secs),
+        "connect_rate": if connect_secs > 0.0 { round1(subscribed as f64 / connect_secs) } else { 0.0 },
+        "target_rate": if args.idle { 0.0 } else { args.rate },
+        "published": published,
+        "publish_secs": round3(publish_secs),
+        "publish_rate": if publish_secs > 0.0 { round1(published as f64 / publish_secs) } else { 0.0 },
+        "expected": expected,
+        "received": received,
+        "lost": lost,
+        "duplicated": dup,
+        "out_of_order": ooo,
+        "deliveries_per_sec": deliveries_per_sec.round(),
+        "latency_us": {
+            "count": hist.len(),
+            "p50": hist.value_at_quantile(0.5),
+            "p90": hist.value_at_quantile(0.9),
+            "p99": hist.value_at_quantile(0.99),
+            "p999": hist.value_at_quantile(0.999),
+            "max": hist.max(),
+            "mean": hist.mean().round(),
+        },
+        "pings_answered": pings,
+        "errors": errors,
+        "loadgen_cpu_secs": round3(cpu_secs()),
+    });
+    let _ = first_recv;
+    println!("{out}");
+    Ok(())
+}

@@ -20,7 +20,10 @@ const MAX_BUFFER: usize = 32 << 20;
 /// One protocol item.
 #[derive(Debug, PartialEq)]
 pub enum Item<'a> {
-    Msg { subject: &'a [u8], payload: &'a [u8] },
+    Msg {
+        subject: &'a [u8],
+        payload: &'a [u8],
+    },
     Ping,
     Pong,
     Info,
@@ -135,7 +138,10 @@ async fn until_pong(ws: &mut Ws, reader: &mut Reader, first: Vec<u8>) -> Result<
             _ => {}
         })?;
         if let Some(e) = err {
-            return Err(format!("nats_err:{}", e.trim_start_matches("-ERR ").replace(' ', "_")));
+            return Err(format!(
+                "nats_err:{}",
+                e.trim_start_matches("-ERR ").replace(' ', "_")
+            ));
         }
         if pings > 0 {
             send(ws, b"PONG\r\n".repeat(pings)).await?;
@@ -278,9 +284,13 @@ impl NatsPublisher {
     ) -> anyhow::Result<Self> {
         let mut ws = open_ws(target).await.map_err(anyhow::Error::msg)?;
         let mut reader = Reader::default();
-        until_pong(&mut ws, &mut reader, format!("{CONNECT}PING\r\n").into_bytes())
-            .await
-            .map_err(anyhow::Error::msg)?;
+        until_pong(
+            &mut ws,
+            &mut reader,
+            format!("{CONNECT}PING\r\n").into_bytes(),
+        )
+        .await
+        .map_err(anyhow::Error::msg)?;
         let n = subjects.len();
         Ok(NatsPublisher {
             ws,
@@ -304,7 +314,12 @@ impl NatsPublisher {
             self.payload.clear();
             build_payload(&mut self.payload, seq, now_us(), self.payload_size);
             out.extend_from_slice(
-                format!("PUB {} {}\r\n", self.subjects[ch as usize], self.payload.len()).as_bytes(),
+                format!(
+                    "PUB {} {}\r\n",
+                    self.subjects[ch as usize],
+                    self.payload.len()
+                )
+                .as_bytes(),
             );
             out.extend_from_slice(&self.payload);
             out.extend_from_slice(b"\r\n");
@@ -336,7 +351,9 @@ impl NatsPublisher {
                     errors,
                     format!(
                         "nats_err:{}",
-                        String::from_utf8_lossy(e).trim_start_matches("-ERR ").replace(' ', "_")
+                        String::from_utf8_lossy(e)
+                            .trim_start_matches("-ERR ")
+                            .replace(' ', "_")
                     ),
                     1,
                 ),
@@ -400,7 +417,13 @@ mod tests {
         r.feed(b"i\r\nMSG x 1 1\r\n", |_| n += 1).unwrap();
         assert_eq!(n, 1);
         r.feed(b"z\r\n", |it| {
-            assert_eq!(it, Item::Msg { subject: b"x", payload: b"z" });
+            assert_eq!(
+                it,
+                Item::Msg {
+                    subject: b"x",
+                    payload: b"z"
+                }
+            );
             n += 1
         })
         .unwrap();

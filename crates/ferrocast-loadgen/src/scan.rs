@@ -76,7 +76,10 @@ pub fn number_after(hay: &[u8], key: &[u8]) -> Option<u64> {
 /// `seq` and `ts` of a payload (anywhere inside `hay`).
 #[inline]
 pub fn seq_ts(hay: &[u8]) -> Option<(u64, u64)> {
-    Some((number_after(hay, b"\"seq\":")?, number_after(hay, b"\"ts\":")?))
+    Some((
+        number_after(hay, b"\"seq\":")?,
+        number_after(hay, b"\"ts\":")?,
+    ))
 }
 
 /// The string value of `"channel":"..."` in a Centrifugo push line.

@@ -28,6 +28,14 @@ pub const API_CALLS: &str = "ferrocast_api_calls_total";
 /// Command replies with an error, by `method` and `code`.
 pub const COMMAND_ERRORS: &str = "ferrocast_command_errors_total";
 
+/// TCP connections refused before HTTP, by `reason`.
+pub const CONNECTIONS_REFUSED: &str = "ferrocast_connections_refused_total";
+
+/// Records a refused connection.
+pub fn connection_refused(reason: &'static str) {
+    metrics::counter!(CONNECTIONS_REFUSED, "reason" => reason).increment(1);
+}
+
 /// Records a fan-out of one publication to `n` subscribers.
 pub fn fanout(n: usize, took: Duration) {
     metrics::counter!(MESSAGES_SENT, "type" => "pub").increment(n as u64);

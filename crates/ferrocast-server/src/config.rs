@@ -23,6 +23,15 @@ pub struct HttpServerConfig {
     /// How long a client may take to send the HTTP request head (slowloris guard).
     #[serde(with = "serde_str")]
     pub handshake_timeout: Duration,
+    /// When set, the server API and `/metrics` are served only on this port (for a
+    /// cluster-internal Service); the public port keeps WebSocket, `/health` and `/ready`.
+    pub internal_port: Option<u16>,
+    /// Address of the internal listener (default: `address`).
+    pub internal_address: Option<String>,
+    /// New TCP connections accepted per second from one IP address (0: no limit).
+    pub connection_rate_per_ip: u32,
+    /// Burst of connections from one IP address above the rate.
+    pub connection_burst_per_ip: u32,
 }
 
 impl Default for HttpServerConfig {
@@ -31,6 +40,10 @@ impl Default for HttpServerConfig {
             address: "0.0.0.0".into(),
             port: 8000,
             handshake_timeout: Duration::from_secs(10),
+            internal_port: None,
+            internal_address: None,
+            connection_rate_per_ip: 0,
+            connection_burst_per_ip: 50,
         }
     }
 }
@@ -317,6 +330,9 @@ fn env_value(key: &str, text: &str, default: &Value) -> Result<Value, ConfigErro
                 )
             }
         }
+        Value::Null => {
+            serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
+        }
         _ => Value::String(text.to_string()),
     })
 }
@@ -392,6 +408,22 @@ impl Config {
         if self.engine.kind == EngineType::Redis && self.engine.redis.address.is_empty() {
             return Err(ConfigError::Invalid(
                 "engine.redis.address must list at least one Redis".into(),
+            ));
+        }
+        if self
+            .http_server
+            .internal_port
+            .is_some_and(|p| p != 0 && p == self.http_server.port)
+        {
+            return Err(ConfigError::Invalid(
+                "http_server.internal_port must differ from http_server.port".into(),
+            ));
+        }
+        if self.http_server.connection_rate_per_ip > 0
+            && self.http_server.connection_burst_per_ip == 0
+        {
+            return Err(ConfigError::Invalid(
+                "http_server.connection_burst_per_ip must be positive".into(),
             ));
         }
         if self.http_api.max_body_size == 0 {

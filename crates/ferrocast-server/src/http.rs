@@ -53,11 +53,36 @@ fn api_error(status: StatusCode, e: ProtocolError) -> Response<Body> {
     json(status, &serde_json::json!({ "error": e }))
 }
 
+/// Which routes a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// Everything on one port.
+    All,
+    /// WebSocket and probes only (the API and metrics are on the internal port).
+    Public,
+    /// Server API, metrics and probes.
+    Internal,
+}
+
+impl Surface {
+    fn serves_clients(self) -> bool {
+        self != Surface::Internal
+    }
+
+    fn serves_admin(self) -> bool {
+        self != Surface::Public
+    }
+}
+
 /// Routes one request.
-pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(
+    state: Arc<AppState>,
+    surface: Surface,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let path = req.uri().path();
     match (req.method(), path) {
-        (&Method::GET, "/connection/websocket") => upgrade(state, req),
+        (&Method::GET, "/connection/websocket") if surface.serves_clients() => upgrade(state, req),
         (&Method::GET, "/health") => respond(StatusCode::OK, "application/json", "{}"),
         (&Method::GET, "/ready") => {
             if state.node.is_ready() {
@@ -70,12 +95,12 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Bo
                 )
             }
         }
-        (&Method::GET, "/metrics") => respond(
+        (&Method::GET, "/metrics") if surface.serves_admin() => respond(
             StatusCode::OK,
             "text/plain; version=0.0.4",
             state.metrics.render(&state.node),
         ),
-        (&Method::POST, p) if p.starts_with("/api/") => {
+        (&Method::POST, p) if surface.serves_admin() && p.starts_with("/api/") => {
             let method = p["/api/".len()..].to_string();
             api(state, method, req).await
         }

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod observability;
+pub mod ratelimit;
 pub mod serve;
 pub mod token;
 pub mod websocket;

@@ -1,8 +1,9 @@
 //! `ferrocast serve`: the listener, the accept loop and graceful drain on SIGTERM.
 
 use crate::config::{Config, EngineType};
-use crate::http::{AppState, handle};
+use crate::http::{AppState, Surface, handle};
 use crate::observability::Metrics;
+use crate::ratelimit::PerIpLimiter;
 use anyhow::Context;
 use ferrocast_engine::Engine;
 use ferrocast_engine::memory::MemoryEngine;
@@ -79,6 +80,22 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
+    let internal = match cfg.http_server.internal_port {
+        Some(port) => {
+            let host = cfg
+                .http_server
+                .internal_address
+                .clone()
+                .unwrap_or_else(|| cfg.http_server.address.clone());
+            let addr = format!("{host}:{port}");
+            let l = TcpListener::bind(&addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?;
+            tracing::info!(address = %l.local_addr()?, "listening internal");
+            Some(l)
+        }
+        None => None,
+    };
     tracing::info!(address = %local, node = %node.name, engine = ?cfg.engine.kind, "listening");
 
     let state = Arc::new(AppState {
@@ -89,13 +106,28 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     });
     let stop_accepting = CancellationToken::new();
     let http_conns = TaskTracker::new();
-    let accept = tokio::spawn(accept_loop(
-        listener,
-        state.clone(),
-        stop_accepting.clone(),
-        http_conns.clone(),
-        cfg.http_server.handshake_timeout,
+    let limiter = Arc::new(PerIpLimiter::new(
+        cfg.http_server.connection_rate_per_ip,
+        cfg.http_server.connection_burst_per_ip,
     ));
+    let public_surface = if internal.is_some() {
+        Surface::Public
+    } else {
+        Surface::All
+    };
+    let listeners = Listeners {
+        state: state.clone(),
+        stop: stop_accepting.clone(),
+        conns: http_conns.clone(),
+        handshake_timeout: cfg.http_server.handshake_timeout,
+    };
+    let accept = tokio::spawn(listeners.clone().accept_loop(
+        listener,
+        public_surface,
+        Some(limiter),
+    ));
+    let accept_internal =
+        internal.map(|l| tokio::spawn(listeners.accept_loop(l, Surface::Internal, None)));
 
     wait_for_signal().await;
     tracing::info!("shutdown signal received");
@@ -111,6 +143,9 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
     stop_accepting.cancel();
     let _ = accept.await;
+    if let Some(a) = accept_internal {
+        let _ = a.await;
+    }
     http_conns.close();
     let _ = tokio::time::timeout(Duration::from_secs(2), http_conns.wait()).await;
     tracing::info!("stopped");
@@ -140,50 +175,68 @@ async fn wait_for_signal() {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
+/// What every accept loop shares.
+#[derive(Clone)]
+struct Listeners {
     state: Arc<AppState>,
     stop: CancellationToken,
     conns: TaskTracker,
     handshake_timeout: Duration,
-) {
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = stop.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let state = state.clone();
-        let stop = stop.clone();
-        conns.spawn(async move {
-            let service = service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(state, req).await) }
-            });
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(handshake_timeout)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(peer = %peer, error = %e, "http connection ended with error");
+}
+
+impl Listeners {
+    async fn accept_loop(
+        self,
+        listener: TcpListener,
+        surface: Surface,
+        limiter: Option<Arc<PerIpLimiter>>,
+    ) {
+        loop {
+            let (stream, peer) = tokio::select! {
+                _ = self.stop.cancelled() => return,
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            if let Some(l) = &limiter
+                && !l.allow(peer.ip())
+            {
+                ferrocast_node::metrics::connection_refused("ip_rate");
+                drop(stream);
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let state = self.state.clone();
+            let stop = self.stop.clone();
+            let handshake_timeout = self.handshake_timeout;
+            self.conns.spawn(async move {
+                let service = service_fn(move |req| {
+                    let state = state.clone();
+                    async move { Ok::<_, std::convert::Infallible>(handle(state, surface, req).await) }
+                });
+                let conn = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(handshake_timeout)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades();
+                tokio::pin!(conn);
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            tracing::debug!(peer = %peer, error = %e, "http connection ended with error");
+                        }
+                    }
+                    _ = stop.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
                     }
                 }
-                _ = stop.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
-        });
+            });
+        }
     }
 }
