@@ -115,6 +115,8 @@ pub trait CommandStream: Send + Sync + 'static {
     /// Takes or renews the consumer lease for `consumer`; only the lease holder consumes,
     /// which keeps per-channel order equal to stream order.
     async fn acquire_lease(&self, consumer: &str, ttl: Duration) -> Result<bool, EngineError>;
+    /// Gives the lease up (a draining node), so another node takes over at once.
+    async fn release_lease(&self, consumer: &str) -> Result<(), EngineError>;
     /// Next entries for `consumer`: its own pending ones first, then pending entries of
     /// other consumers, then new ones (waiting up to `block`).
     async fn read(

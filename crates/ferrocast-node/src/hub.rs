@@ -218,12 +218,6 @@ impl Hub {
         self.clients.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Number of connections of a user on this node.
-    pub fn user_connection_count(&self, user: &str) -> usize {
-        let s = self.client_shards[shard_of(user)].read();
-        s.users.get(user).map_or(0, |c| c.len())
-    }
-
     /// The connections of a user on this node.
     pub fn user_clients(&self, user: &str) -> Vec<Arc<ClientHandle>> {
         let ids: Vec<String> = {

@@ -77,6 +77,16 @@ async fn run(node: Weak<Node>, stream: Arc<dyn CommandStream>) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let Some(node) = node.upgrade() else { return };
+        if node.is_draining() {
+            // Hand the stream over now instead of letting the lease run out.
+            if leader {
+                if let Err(e) = stream.release_lease(&consumer).await {
+                    tracing::debug!(error = %e, "lease release failed");
+                }
+                tracing::info!("stopped consuming the backend command stream (draining)");
+            }
+            return;
+        }
         if renewed_at.is_none_or(|t| t.elapsed() >= LEASE_RENEW) {
             match stream.acquire_lease(&consumer, LEASE_TTL).await {
                 Ok(held) => {
@@ -99,7 +109,7 @@ async fn run(node: Weak<Node>, stream: Arc<dyn CommandStream>) {
                 }
             }
         }
-        if !leader || node.is_draining() {
+        if !leader {
             drop(node);
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;

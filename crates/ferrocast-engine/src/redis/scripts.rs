@@ -132,3 +132,13 @@ if cur == ARGV[1] then
 end
 return 0
 "#;
+
+/// Releases the command stream lease if `owner` holds it.
+///
+/// KEYS: lease. ARGV: owner.
+pub const LEASE_RELEASE: &str = r#"
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1])
+end
+return 0
+"#;

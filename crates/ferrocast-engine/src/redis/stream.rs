@@ -23,6 +23,7 @@ pub struct RedisCommandStream {
     conn: Arc<Conn>,
     keys: Keys,
     lease: Script,
+    lease_release: Script,
     reader: Mutex<ReaderState>,
 }
 
@@ -99,6 +100,7 @@ impl RedisCommandStream {
             conn,
             keys,
             lease: Script::new(scripts::LEASE),
+            lease_release: Script::new(scripts::LEASE_RELEASE),
             reader: Mutex::new(ReaderState::default()),
         }
     }
@@ -137,6 +139,14 @@ impl CommandStream for RedisCommandStream {
             .arg(ttl.as_millis() as u64);
         let held: i64 = Conn::run(inv.invoke_async(&mut conn)).await?;
         Ok(held == 1)
+    }
+
+    async fn release_lease(&self, consumer: &str) -> Result<(), EngineError> {
+        let mut conn = self.conn.get()?;
+        let mut inv = self.lease_release.prepare_invoke();
+        inv.key(self.keys.api_lease()).arg(consumer);
+        Conn::run(inv.invoke_async::<i64>(&mut conn)).await?;
+        Ok(())
     }
 
     async fn read(
