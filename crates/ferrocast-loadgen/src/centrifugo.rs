@@ -2,7 +2,7 @@
 //! `--publish client` publisher.
 
 use crate::publish::Batch;
-use crate::scan::{build_payload, now_us, push_channel, seq_ts};
+use crate::scan::{build_payload, lines, now_us, parse_push};
 use crate::stats::{ConnResult, Errors, SeqTracker, count};
 use crate::{Target, WorkerCtx};
 use futures_util::{SinkExt, StreamExt};
@@ -172,6 +172,7 @@ pub async fn subscriber(
             return ConnResult::from_tracker(channel, false, &tracker);
         }
     };
+    ctx.stats.setup_done(start_at);
     if !ctx.shared.on_subscribed(channel, now_us()) {
         ctx.stats.error("subscribed_after_publish_start");
         return ConnResult::from_tracker(channel, false, &tracker);
@@ -187,15 +188,19 @@ pub async fn subscriber(
                     let now = now_us();
                     let mut pings = 0;
                     let mut new = 0u64;
-                    for line in t.as_bytes().split(|&b| b == b'\n') {
+                    for line in lines(t.as_bytes()) {
                         if line == b"{}" {
                             pings += 1;
                         } else if line.starts_with(b"{\"push\"") {
-                            if push_channel(line) != Some(expected) {
+                            let Some((ch, st)) = parse_push(line) else {
+                                ctx.stats.error("push_unparsed");
+                                continue;
+                            };
+                            if ch != expected {
                                 ctx.stats.error("push_other_channel");
                                 continue;
                             }
-                            match seq_ts(line) {
+                            match st {
                                 Some((seq, ts)) => {
                                     if tracker.record(seq) {
                                         new += 1;

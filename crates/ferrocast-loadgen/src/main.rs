@@ -126,6 +126,12 @@ struct Args {
     /// Touch this file once every connection is set up (for scripts measuring memory).
     #[arg(long)]
     ready_file: Option<PathBuf>,
+    /// Keep each receiver thread busy (a task that yields in a loop) instead of letting it
+    /// sleep in epoll. On VMs where waking an idle vCPU is expensive, a sleeping receiver
+    /// makes every send of the broker pay that wake-up; spinning removes it (and burns
+    /// the receiver core, so loadgen CPU no longer shows saturation).
+    #[arg(long)]
+    spin: bool,
     /// Free text copied into the JSON output.
     #[arg(long, default_value = "")]
     label: String,
@@ -253,6 +259,7 @@ fn build_config(a: &Args) -> anyhow::Result<Config> {
 struct WorkerOut {
     conns: Vec<ConnResult>,
     hist: Histogram<u64>,
+    setup_hist: Histogram<u64>,
     errors: Errors,
     first_recv_us: u64,
     last_recv_us: u64,
@@ -264,6 +271,7 @@ fn worker(
     shared: Arc<Shared>,
     mine: Vec<(usize, Instant)>,
     stop: watch::Receiver<bool>,
+    spin: bool,
 ) -> anyhow::Result<WorkerOut> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -275,6 +283,14 @@ fn worker(
             shared,
             stats: ThreadStats::new(),
         });
+        if spin {
+            let mut stop = stop.clone();
+            tokio::task::spawn_local(async move {
+                while !*stop.borrow_and_update() {
+                    tokio::task::yield_now().await;
+                }
+            });
+        }
         let mut handles = Vec::with_capacity(mine.len());
         for (i, at) in mine {
             let ch = cfg.channel_of(i);
@@ -306,6 +322,7 @@ fn worker(
         WorkerOut {
             conns,
             hist: ctx.stats.hist.replace(stats::new_histogram()),
+            setup_hist: ctx.stats.setup_hist.replace(stats::new_histogram()),
             errors: ctx.stats.errors.take(),
             first_recv_us: ctx.stats.first_recv_us.get(),
             last_recv_us: ctx.stats.last_recv_us.get(),
@@ -349,11 +366,11 @@ fn main() -> anyhow::Result<()> {
     }
     let mut joins = Vec::new();
     for (t, mine) in per_thread.into_iter().enumerate() {
-        let (cfg, shared, stop) = (cfg.clone(), shared.clone(), stop_rx.clone());
+        let (cfg, shared, stop, spin) = (cfg.clone(), shared.clone(), stop_rx.clone(), args.spin);
         joins.push(
             std::thread::Builder::new()
                 .name(format!("loadgen-{t}"))
-                .spawn(move || worker(cfg, shared, mine, stop))?,
+                .spawn(move || worker(cfg, shared, mine, stop, spin))?,
         );
     }
 
@@ -448,6 +465,7 @@ fn main() -> anyhow::Result<()> {
 
     let mut conns = Vec::with_capacity(cfg.connections);
     let mut hist = stats::new_histogram();
+    let mut setup_hist = stats::new_histogram();
     let mut errors = coordinator_errors;
     let (mut first_recv, mut last_recv, mut pings) = (u64::MAX, 0u64, 0u64);
     for j in joins {
@@ -455,6 +473,7 @@ fn main() -> anyhow::Result<()> {
             Ok(Ok(w)) => {
                 conns.extend(w.conns);
                 let _ = hist.add(&w.hist);
+                let _ = setup_hist.add(&w.setup_hist);
                 for (k, n) in w.errors {
                     count(&mut errors, k, n);
                 }
@@ -539,7 +558,13 @@ fn main() -> anyhow::Result<()> {
             "max": hist.max(),
             "mean": hist.mean().round(),
         },
+        "setup_ms": {
+            "p50": round1(setup_hist.value_at_quantile(0.5) as f64 / 1000.0),
+            "p99": round1(setup_hist.value_at_quantile(0.99) as f64 / 1000.0),
+            "max": round1(setup_hist.max() as f64 / 1000.0),
+        },
         "pings_answered": pings,
+        "spin": args.spin,
         "errors": errors,
         "loadgen_cpu_secs": round3(cpu_secs()),
     });

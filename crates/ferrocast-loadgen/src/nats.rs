@@ -4,7 +4,7 @@
 
 use crate::centrifugo::{Ws, open_ws};
 use crate::publish::Batch;
-use crate::scan::{build_payload, find, now_us, seq_ts};
+use crate::scan::{build_payload, find, now_us, payload_seq_ts};
 use crate::stats::{ConnResult, Errors, SeqTracker, count};
 use crate::{Target, WorkerCtx};
 use futures_util::{SinkExt, StreamExt};
@@ -195,6 +195,7 @@ pub async fn subscriber(
             return ConnResult::from_tracker(channel, false, &tracker);
         }
     };
+    ctx.stats.setup_done(start_at);
     if !ctx.shared.on_subscribed(channel, now_us()) {
         ctx.stats.error("subscribed_after_publish_start");
         return ConnResult::from_tracker(channel, false, &tracker);
@@ -224,7 +225,7 @@ pub async fn subscriber(
                             ctx.stats.error("msg_other_subject");
                             return;
                         }
-                        match seq_ts(payload) {
+                        match payload_seq_ts(payload) {
                             Some((seq, ts)) => {
                                 if tracker.record(seq) {
                                     new += 1;

@@ -33,16 +33,52 @@ pub fn build_payload(out: &mut Vec<u8>, seq: u64, ts: u64, size: usize) {
     out.extend_from_slice(b"\"}");
 }
 
+/// Position of the first `byte` in `hay` (8 bytes at a time).
+#[inline]
+pub fn memchr(byte: u8, hay: &[u8]) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let rep = LO.wrapping_mul(u64::from(byte));
+    let mut i = 0;
+    while i + 8 <= hay.len() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&hay[i..i + 8]);
+        let x = u64::from_le_bytes(w) ^ rep;
+        // The lowest flagged byte is always a real match (little-endian order).
+        let t = x.wrapping_sub(LO) & !x & HI;
+        if t != 0 {
+            return Some(i + (t.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    hay[i..].iter().position(|&b| b == byte).map(|p| i + p)
+}
+
+/// Iterates over the `\n`-separated lines of a frame.
+pub fn lines(frame: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(frame);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        match memchr(b'\n', r) {
+            Some(p) => {
+                rest = Some(&r[p + 1..]);
+                Some(&r[..p])
+            }
+            None => {
+                rest = None;
+                Some(r)
+            }
+        }
+    })
+}
+
 /// Position of `needle` in `hay`.
 #[inline]
 pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     let first = *needle.first()?;
     let mut i = 0;
     while i + needle.len() <= hay.len() {
-        match hay[i..hay.len() - needle.len() + 1]
-            .iter()
-            .position(|&b| b == first)
-        {
+        match memchr(first, &hay[i..hay.len() - needle.len() + 1]) {
             None => return None,
             Some(p) => {
                 let at = i + p;
@@ -82,6 +118,59 @@ pub fn seq_ts(hay: &[u8]) -> Option<(u64, u64)> {
     ))
 }
 
+/// Digits at the start of `b`: (value, digits consumed).
+#[inline]
+fn leading_number(b: &[u8]) -> Option<(u64, usize)> {
+    let mut v: u64 = 0;
+    let mut n = 0;
+    for &c in b {
+        if !c.is_ascii_digit() {
+            break;
+        }
+        v = v.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+        n += 1;
+    }
+    (n > 0).then_some((v, n))
+}
+
+/// `seq` and `ts` of a payload that starts with our own `{"seq":N,"ts":T` (the usual
+/// case: the broker passes the data through), else found anywhere in `data`.
+#[inline]
+pub fn payload_seq_ts(data: &[u8]) -> Option<(u64, u64)> {
+    const SEQ: &[u8] = b"{\"seq\":";
+    const TS: &[u8] = b",\"ts\":";
+    if let Some(rest) = data.strip_prefix(SEQ)
+        && let Some((seq, n)) = leading_number(rest)
+        && let Some(rest) = rest[n..].strip_prefix(TS)
+        && let Some((ts, _)) = leading_number(rest)
+    {
+        return Some((seq, ts));
+    }
+    seq_ts(data)
+}
+
+/// Channel, `seq` and `ts` of a Centrifugo publication push line
+/// (`{"push":{"channel":"..","pub":{"data":{..}}}}`), with a fast path for the exact
+/// layout the broker writes and a general scan otherwise.
+#[inline]
+pub fn parse_push(line: &[u8]) -> Option<(&[u8], Option<(u64, u64)>)> {
+    const HEAD: &[u8] = b"{\"push\":{\"channel\":\"";
+    const DATA: &[u8] = b"\",\"pub\":{\"data\":";
+    if let Some(rest) = line.strip_prefix(HEAD)
+        && let Some(end) = rest.iter().position(|&b| b == b'"')
+    {
+        let channel = &rest[..end];
+        let after = &rest[end..];
+        let st = match after.strip_prefix(DATA) {
+            Some(data) => payload_seq_ts(data),
+            None => seq_ts(after),
+        };
+        return Some((channel, st));
+    }
+    let channel = push_channel(line)?;
+    Some((channel, seq_ts(line)))
+}
+
 /// The string value of `"channel":"..."` in a Centrifugo push line.
 #[inline]
 pub fn push_channel(line: &[u8]) -> Option<&[u8]> {
@@ -109,10 +198,39 @@ mod tests {
     }
 
     #[test]
+    fn memchr_and_lines() {
+        let hay = b"0123456789abcdef\nxyz\n\n";
+        for (i, &b) in hay.iter().enumerate() {
+            assert_eq!(memchr(b, hay), hay.iter().position(|&c| c == b), "{i}");
+        }
+        assert_eq!(memchr(b'Q', hay), None);
+        assert_eq!(
+            memchr(0x80, &[0x7f, 0x80, 0x01, 0, 0, 0, 0, 0, 0x80]),
+            Some(1)
+        );
+        let l: Vec<&[u8]> = lines(hay).collect();
+        assert_eq!(l, vec![&b"0123456789abcdef"[..], b"xyz", b"", b""]);
+        assert_eq!(lines(b"{}").count(), 1);
+    }
+
+    #[test]
     fn scans_a_push() {
         let line = br#"{"push":{"channel":"bench:c3","pub":{"data":{"pad":"xx","seq":7,"ts":99},"offset":1}}}"#;
         assert_eq!(push_channel(line), Some(&b"bench:c3"[..]));
         assert_eq!(seq_ts(line), Some((7, 99)));
+        assert_eq!(parse_push(line), Some((&b"bench:c3"[..], Some((7, 99)))));
+        let fast = br#"{"push":{"channel":"b:s","pub":{"data":{"seq":12,"ts":345,"pad":"x"}}}}"#;
+        assert_eq!(parse_push(fast), Some((&b"b:s"[..], Some((12, 345)))));
+        let other = br#"{"push":{"pub":{"data":{"ts":5,"seq":6}},"channel":"q"}}"#;
+        assert_eq!(parse_push(other), Some((&b"q"[..], Some((6, 5)))));
+        assert_eq!(
+            payload_seq_ts(br#"{"seq":1,"ts":2,"pad":""}"#),
+            Some((1, 2))
+        );
+        assert_eq!(
+            payload_seq_ts(br#"{"pad":"","ts":2,"seq":1}"#),
+            Some((1, 2))
+        );
         assert_eq!(find(b"abc", b"abcd"), None);
         assert_eq!(find(b"aab", b"ab"), Some(1));
     }

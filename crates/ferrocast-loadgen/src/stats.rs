@@ -141,6 +141,8 @@ impl Shared {
 /// Per-thread accounting (single-threaded runtime: `RefCell`, no locks).
 pub struct ThreadStats {
     pub hist: RefCell<Histogram<u64>>,
+    /// Setup time of each connection (scheduled start to subscribed), microseconds.
+    pub setup_hist: RefCell<Histogram<u64>>,
     pub errors: RefCell<Errors>,
     pub last_recv_us: Cell<u64>,
     pub first_recv_us: Cell<u64>,
@@ -152,6 +154,7 @@ impl ThreadStats {
     pub fn new() -> Self {
         ThreadStats {
             hist: RefCell::new(new_histogram()),
+            setup_hist: RefCell::new(new_histogram()),
             errors: RefCell::new(Errors::new()),
             last_recv_us: Cell::new(0),
             first_recv_us: Cell::new(u64::MAX),
@@ -161,6 +164,12 @@ impl ThreadStats {
 
     pub fn error(&self, kind: impl Into<String>) {
         count(&mut self.errors.borrow_mut(), kind, 1);
+    }
+
+    /// Records how long a connection took from its scheduled start to subscribed.
+    pub fn setup_done(&self, started: tokio::time::Instant) {
+        let v = (started.elapsed().as_micros() as u64).clamp(1, 120_000_000);
+        let _ = self.setup_hist.borrow_mut().record(v);
     }
 
     /// Records the latency of one new message received at `now_us`.

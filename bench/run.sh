@@ -1,0 +1,541 @@
+#!/usr/bin/env bash
+# ferrocast benchmarks on one machine, written to BENCHMARKS.md.
+#
+#   bench/run.sh                 # everything (~6-9 min on 2 cores, after the build)
+#   QUICK=1 bench/run.sh         # shorter steps, for trying the script
+#   ONLY="W1 W4" bench/run.sh    # a subset (W0 W1 W1c W1n W2 W3 W4 W4b W5); BENCHMARKS.md is
+#                                # only rewritten by a full run (else bench/results/partial.md)
+#
+# Every process is started by this script on free 127.0.0.1 ports and stopped by pid at
+# the end (trap). The broker is pinned to core 0 and the load generator to core 1 when
+# `taskset` exists and there are at least 2 cores.
+#
+# Workloads, scaled for a 2-core machine (one core for the broker, one for the client):
+#   W0  baseline: 1 subscriber, 100 msg/s (ferrocast and nats-server): the latency floor.
+#   W1  fan-out saturation: 2,000 subscribers on one channel, publish rate stepped up
+#       (HTTP API publish); the best rate has zero loss and p99 < 50 ms.
+#   W1c the same steps with --publish client (a WebSocket connection sending `publish`).
+#   W1n the same steps against nats-server (WebSocket listener, NATS protocol) for comparison.
+#   W2  3 ferrocast nodes + Redis, 2,000 subscribers spread over the nodes (needs redis-server).
+#   W3  many channels: 10,000 subscribers over 5,000 channels, 5,000 msg/s.
+#   W4  idle memory: broker RSS before/after 10,000 idle connections, one channel each
+#       (W4n: the same against nats-server).
+#   W4b memory kept after a burst: 2,000 idle subscribers, RSS before/after 4 s at 3,000 msg/s.
+#   W5  connection storm: 10,000 clients connecting at once, time until all subscribed.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+QUICK=${QUICK:-0}
+ALL="W0 W1 W1c W1n W2 W3 W4 W4b W5"
+ONLY=${ONLY:-$ALL}
+WORK=$(mktemp -d /tmp/ferrocast-bench.XXXXXX)
+RESULTS=$WORK/results.jsonl
+mkdir -p "$ROOT/bench/results"
+PIDS=()
+
+log() { echo "[bench $(date +%T)] $*" >&2; }
+
+stop_pid() { # pid [grace seconds]
+    local pid=$1 grace=${2:-10} i
+    kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < grace * 10; i++)); do
+        kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]:-}"; do
+        [ -n "$pid" ] && stop_pid "$pid" 3
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# 10,000 connections need 10,000+ descriptors in the broker and in the load generator.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 12000 ]; then
+    log "warning: ulimit -n is $(ulimit -n); W3/W4/W5 need about 12,000 (raise the hard limit)"
+fi
+
+log "building release binaries"
+cargo build --release -p ferrocast-server -p ferrocast-loadgen >&2
+FC=$ROOT/target/release/ferrocast
+LG=$ROOT/target/release/ferrocast-loadgen
+
+NPROC=$(nproc)
+SRV_PIN=()
+LG_PIN=()
+if command -v taskset >/dev/null && [ "$NPROC" -ge 2 ]; then
+    SRV_PIN=(taskset -c 0)
+    LG_PIN=(taskset -c 1)
+fi
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+wait_http() { # url
+    local i
+    for ((i = 0; i < 100; i++)); do
+        curl -fs -o /dev/null "$1" && return 0
+        sleep 0.1
+    done
+    log "not up: $1"
+    return 1
+}
+
+cpu_ticks() { # pid... -> summed utime+stime (clock ticks)
+    local t=0 pid f
+    for pid in "$@"; do
+        if [ -r "/proc/$pid/stat" ]; then
+            f=$(sed 's/.*) //' "/proc/$pid/stat")
+            t=$((t + $(echo "$f" | awk '{print $12 + $13}')))
+        fi
+    done
+    echo "$t"
+}
+
+rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
+# --- servers ---------------------------------------------------------------------------
+SRV_PIDS=()
+SRV_URLS=()
+API_URL=""
+
+start_ferrocast() { # [extra serve args...]
+    local port pid
+    port=$(free_port)
+    "${SRV_PIN[@]}" "$FC" serve --config "$ROOT/bench/ferrocast-bench.toml" --port "$port" \
+        --name "bench-$port" "$@" >"$WORK/ferrocast-$port.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    SRV_PIDS+=("$pid")
+    SRV_URLS+=("ws://127.0.0.1:$port/connection/websocket")
+    wait_http "http://127.0.0.1:$port/health"
+    [ -n "$API_URL" ] || API_URL="http://127.0.0.1:$port/api"
+}
+
+stop_servers() {
+    local pid
+    for pid in "${SRV_PIDS[@]:-}"; do
+        [ -n "$pid" ] && stop_pid "$pid" 10
+    done
+    SRV_PIDS=()
+    SRV_URLS=()
+    API_URL=""
+}
+
+start_nats() {
+    local cport wsport pid
+    cport=$(free_port)
+    wsport=$(free_port)
+    sed -e "s/@CLIENT_PORT@/$cport/" -e "s/@WS_PORT@/$wsport/" \
+        "$ROOT/bench/nats-bench.conf" >"$WORK/nats.conf"
+    "${SRV_PIN[@]}" nats-server -c "$WORK/nats.conf" >"$WORK/nats.log" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    SRV_PIDS+=("$pid")
+    SRV_URLS+=("ws://127.0.0.1:$wsport/")
+    local i
+    for ((i = 0; i < 100; i++)); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$wsport") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    log "nats-server did not start"
+    return 1
+}
+
+REDIS_PID=""
+start_redis() {
+    local port
+    port=$(free_port)
+    "${SRV_PIN[@]}" redis-server --bind 127.0.0.1 --port "$port" --save "" --appendonly no \
+        >"$WORK/redis.log" 2>&1 &
+    REDIS_PID=$!
+    PIDS+=("$REDIS_PID")
+    REDIS_URL="redis://127.0.0.1:$port"
+    local i
+    for ((i = 0; i < 100; i++)); do
+        redis-cli -p "$port" ping >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# --- one load generator run ---------------------------------------------------------------
+# run_lg WORKLOAD [loadgen args...]: appends the JSON line (plus broker CPU and RSS) to
+# $RESULTS and prints it.
+total_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat; }
+
+# --- one load generator run ---------------------------------------------------------------
+# run_lg WORKLOAD [loadgen args...]: appends the JSON line (plus broker CPU and RSS, and the
+# CPU used by other processes of the machine meanwhile) to $RESULTS and prints it.
+run_lg() {
+    local w=$1
+    shift
+    local urls t0 t1 c0 c1 a0 a1 json cpu other rss pid
+    urls=$(IFS=,; echo "${SRV_URLS[*]}")
+    c0=$(cpu_ticks "${SRV_PIDS[@]}")
+    a0=$(total_ticks)
+    t0=$(date +%s.%N)
+    json=$("${LG_PIN[@]}" "$LG" --url "$urls" --label "$w" "$@" 2>>"$WORK/loadgen.log" || true)
+    t1=$(date +%s.%N)
+    c1=$(cpu_ticks "${SRV_PIDS[@]}")
+    a1=$(total_ticks)
+    rss=0
+    for pid in "${SRV_PIDS[@]}"; do rss=$((rss + $(rss_kb "$pid" || echo 0))); done
+    if [ -z "$json" ]; then
+        log "$w: load generator failed: $(tail -3 "$WORK/loadgen.log")"
+        json='{"errors":{"loadgen_failed":1},"loadgen_cpu_secs":0}'
+    fi
+    cpu=$(awk -v c="$((c1 - c0))" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f", c / (b - a)}')
+    other=$(echo "$json" | jq -r .loadgen_cpu_secs | awk -v all="$((a1 - a0))" -v srv="$((c1 - c0))" \
+        -v a="$t0" -v b="$t1" '{o = (all - srv - $1 * 100) / (b - a); if (o < 0) o = 0; printf "%.0f", o}')
+    json=$(echo "$json" | jq -c --arg w "$w" --argjson cpu "$cpu" --argjson rss "$rss" \
+        --argjson other "$other" --arg load "$(cut -d' ' -f1-3 /proc/loadavg)" \
+        '. + {workload: $w, server_cpu_pct: $cpu, server_rss_kb: $rss, other_cpu_pct: $other, loadavg: $load}')
+    echo "$json" >>"$RESULTS"
+    echo "$json"
+}
+
+# Strict criterion of the brief: zero loss, no duplicates, no errors, p99 < 50 ms.
+ok_strict() {
+    echo "$1" | jq -e '.published > 0 and .lost == 0 and .duplicated == 0
+        and (.errors | length) == 0 and .latency_us.p99 < 50000' >/dev/null
+}
+# Sustained: zero loss, no errors, the publisher kept 95 % of the rate, p99 < 1 s.
+ok_sustained() {
+    echo "$1" | jq -e '.published > 0 and .lost == 0 and .duplicated == 0
+        and (.errors | length) == 0 and .publish_rate >= 0.95 * .target_rate
+        and .latency_us.p99 < 1000000' >/dev/null
+}
+
+if [ "$QUICK" = 1 ]; then
+    STEP_SECS=3
+    RATES="10 200 1000"
+else
+    STEP_SECS=5
+    RATES="10 50 100 200 500 1000 1500 2000 3000"
+fi
+
+declare -A BEST BEST_SUSTAINED
+
+w1_steps() { # workload publish-args...
+    local w=$1 rate json best=0 sustained=0
+    shift
+    for rate in $RATES; do
+        log "$w: 2,000 subscribers on one channel, $rate msg/s"
+        json=$(run_lg "$w" --connections 2000 --connect-rate 2000 --channels shared \
+            --rate "$rate" --duration "$STEP_SECS" --drain-secs 5 --payload-size 128 "$@")
+        log "$w: $(echo "$json" | jq -c '{published, publish_rate, lost, p50: .latency_us.p50, p99: .latency_us.p99, errors, server_cpu_pct, loadgen_cpu_secs, other_cpu_pct}')"
+        if ok_strict "$json"; then best=$rate; fi
+        if ok_sustained "$json"; then
+            sustained=$rate
+        else
+            log "$w: $rate msg/s is not sustained (loss, errors, publisher behind, or p99 >= 1 s): stop"
+            break
+        fi
+    done
+    BEST[$w]=$best
+    BEST_SUSTAINED[$w]=$sustained
+}
+
+want() { [[ " $ONLY " == *" $1 "* ]]; }
+
+ensure_nats() {
+    if ! command -v nats-server >/dev/null; then
+        log "installing nats-server"
+        (apt-get update && apt-get install -y nats-server) >&2 || true
+    fi
+    command -v nats-server >/dev/null
+}
+
+if want W0; then
+    start_ferrocast
+    log "W0: baseline, 1 subscriber, 100 msg/s"
+    run_lg W0 --insecure --publish http --api-key bench-api-key --connections 1 \
+        --rate 100 --duration "$STEP_SECS" --drain-secs 2 >/dev/null
+    stop_servers
+    if ensure_nats; then
+        start_nats
+        log "W0n: baseline against nats-server, 1 subscriber, 100 msg/s"
+        run_lg W0n --protocol nats --publish client --connections 1 \
+            --rate 100 --duration "$STEP_SECS" --drain-secs 2 >/dev/null
+        stop_servers
+    fi
+fi
+
+if want W1; then
+    start_ferrocast
+    w1_steps W1 --insecure --publish http --api-key bench-api-key
+    stop_servers
+fi
+
+if want W1c; then
+    start_ferrocast
+    w1_steps W1c --insecure --publish client
+    stop_servers
+fi
+
+if want W1n; then
+    if ensure_nats; then
+        start_nats
+        w1_steps W1n --protocol nats --publish client
+        stop_servers
+    else
+        log "W1n skipped: nats-server not available"
+    fi
+fi
+
+if want W2; then
+    if command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then
+        start_redis
+        for _ in 1 2 3; do start_ferrocast --redis "$REDIS_URL"; done
+        # Count Redis in the "broker" CPU and RSS (it is part of the cluster).
+        SRV_PIDS+=("$REDIS_PID")
+        for rate in 100 200 500 1000; do
+            log "W2: 3 nodes + Redis, 2,000 subscribers, $rate msg/s (HTTP publish to node 1)"
+            json=$(run_lg W2 --insecure --publish http --api-key bench-api-key --api-url "$API_URL" \
+                --connections 2000 --connect-rate 2000 --channels shared --rate "$rate" \
+                --duration "$STEP_SECS" --drain-secs 5)
+            log "W2: $(echo "$json" | jq -c '{published, publish_rate, lost, p50: .latency_us.p50, p99: .latency_us.p99, errors}')"
+            ok_sustained "$json" || break
+        done
+        stop_servers
+        stop_pid "$REDIS_PID" 5
+    else
+        log "W2 skipped: redis-server not available"
+    fi
+fi
+
+if want W3; then
+    start_ferrocast
+    if [ "$QUICK" = 1 ]; then W3_SECS=5; else W3_SECS=10; fi
+    log "W3: 10,000 subscribers over 5,000 channels, 5,000 msg/s"
+    run_lg W3 --insecure --publish http --api-key bench-api-key --connections 10000 \
+        --connect-rate 2500 --channels many:5000 --rate 5000 --duration "$W3_SECS" \
+        --drain-secs 5 --payload-size 128 >/dev/null
+    stop_servers
+fi
+
+# idle_memory WORKLOAD N CHANNELS [loadgen args...]: broker VmRSS before and 3 s after N idle
+# subscribed connections; appends a JSON line with the KB per connection.
+idle_memory() {
+    local w=$1 n=$2 ch=$3 before after held kb lgpid i
+    shift 3
+    sleep 1
+    before=$(rss_kb "${SRV_PIDS[0]}")
+    rm -f "$WORK/$w.ready"
+    log "$w: $n idle connections ($ch), broker RSS before: $before KB"
+    "${LG_PIN[@]}" "$LG" --url "${SRV_URLS[0]}" --idle --connections "$n" --connect-rate 2500 \
+        --channels "$ch" --duration 8 --ready-file "$WORK/$w.ready" --label "$w" "$@" \
+        >"$WORK/$w.json" 2>>"$WORK/loadgen.log" &
+    lgpid=$!
+    PIDS+=("$lgpid")
+    for ((i = 0; i < 600; i++)); do
+        [ -e "$WORK/$w.ready" ] && break
+        sleep 0.1
+    done
+    sleep 3
+    after=$(rss_kb "${SRV_PIDS[0]}")
+    wait "$lgpid" || true
+    held=$(jq .subscribed "$WORK/$w.json" 2>/dev/null || echo 0)
+    kb=$(awk -v a="$after" -v b="$before" -v n="$held" 'BEGIN {if (n > 0) printf "%.2f", (a - b) / n; else print "null"}')
+    jq -c --arg w "$w" --argjson b "$before" --argjson a "$after" --argjson kb "$kb" \
+        '. + {workload: $w, server_rss_before_kb: $b, server_rss_after_kb: $a, kb_per_connection: $kb}' \
+        "$WORK/$w.json" >>"$RESULTS" || true
+    log "$w: RSS $before KB -> $after KB for $held connections: $kb KB per connection"
+}
+
+if want W4; then
+    start_ferrocast
+    idle_memory W4 10000 personal --insecure
+    stop_servers
+    if ensure_nats; then
+        start_nats
+        idle_memory W4n 10000 personal --protocol nats
+        stop_servers
+    fi
+fi
+
+if want W4b; then
+    # Memory kept after a burst: 2,000 idle subscribers stay connected while a second load
+    # generator publishes 3,000 msg/s for 4 s on their channel; RSS before / after / after
+    # everyone disconnected.
+    start_ferrocast
+    P=${SRV_PIDS[0]}
+    "${LG_PIN[@]}" "$LG" --url "${SRV_URLS[0]}" --insecure --idle --connections 2000 \
+        --connect-rate 4000 --channels shared --duration 22 --ready-file "$WORK/w4b.ready" \
+        --label W4b-idle >"$WORK/w4b-idle.json" 2>>"$WORK/loadgen.log" &
+    lgpid=$!
+    PIDS+=("$lgpid")
+    for ((i = 0; i < 300; i++)); do
+        [ -e "$WORK/w4b.ready" ] && break
+        sleep 0.1
+    done
+    sleep 2
+    r1=$(rss_kb "$P")
+    log "W4b: 2,000 idle subscribers: broker RSS $r1 KB; burst of 3,000 msg/s for 4 s"
+    burst=$("${LG_PIN[@]}" "$LG" --url "${SRV_URLS[0]}" --insecure --publish http \
+        --api-key bench-api-key --connections 1 --channels shared --rate 3000 --duration 4 \
+        --drain-secs 5 --label W4b-burst 2>>"$WORK/loadgen.log" || echo '{}')
+    sleep 2
+    r2=$(rss_kb "$P")
+    wait "$lgpid" || true
+    sleep 2
+    r3=$(rss_kb "$P")
+    jq -c --argjson r1 "$r1" --argjson r2 "$r2" --argjson r3 "$r3" --argjson burst "$burst" \
+        '{workload: "W4b", connections, subscribed, received, errors,
+          missing: (($burst.published // 0) * .subscribed - .received),
+          burst_published: $burst.published, rss_idle_kb: $r1, rss_after_burst_kb: $r2,
+          rss_after_disconnect_kb: $r3, retained_kb_per_connection: ((($r2 - $r1) / 2000 * 10 | round) / 10)}' \
+        "$WORK/w4b-idle.json" >>"$RESULTS" || true
+    log "W4b: RSS idle $r1 KB -> after burst $r2 KB (still connected) -> after disconnect $r3 KB"
+    stop_servers
+fi
+
+if want W5; then
+    start_ferrocast
+    log "W5: 10,000 clients connecting at once"
+    run_lg W5 --insecure --idle --connections 10000 --connect-rate 0 --channels shared \
+        --duration 2 --connect-timeout 30 >/dev/null
+    stop_servers
+fi
+
+# --- report ---------------------------------------------------------------------------------
+CPU_MODEL=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
+MEM=$(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)
+DATE=$(date -u +"%Y-%m-%d %H:%M UTC")
+COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+DIRTY=$(git status --porcelain -- crates 2>/dev/null | grep -q . && echo " (with uncommitted changes)" || true)
+NATS_V=$(nats-server --version 2>/dev/null || echo "n/a")
+
+table_steps() { # workload
+    echo "| run | msg/s | achieved msg/s | published | expected | received | lost | dup | ooo | deliveries/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | broker CPU % | loadgen CPU s | other CPU % | errors |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    jq -r --arg w "$1" 'select(.workload == $w) | [
+        .workload, .target_rate, .publish_rate, .published, .expected, .received, .lost, .duplicated, .out_of_order,
+        .deliveries_per_sec, (.latency_us.p50 / 1000), (.latency_us.p90 / 1000), (.latency_us.p99 / 1000),
+        (.latency_us.p999 / 1000), (.latency_us.max / 1000), .server_cpu_pct, .loadgen_cpu_secs, .other_cpu_pct,
+        ((.errors // {}) | to_entries | map("\(.key)=\(.value)") | join(" ") | if . == "" then "-" else . end)
+      ] | map(if type == "number" then (. * 10 | round / 10 | tostring) else . end) | "| " + join(" | ") + " |"' "$RESULTS"
+}
+
+REPORT=$ROOT/BENCHMARKS.md
+FULL=1
+for w in $ALL; do want "$w" || FULL=0; done
+if [ "$FULL" = 1 ] && [ "$QUICK" = 0 ]; then
+    cp "$RESULTS" "$ROOT/bench/results/latest.jsonl"
+    RAW=bench/results/latest.jsonl
+else
+    REPORT=$ROOT/bench/results/partial.md
+    cp "$RESULTS" "$ROOT/bench/results/partial.jsonl"
+    RAW=bench/results/partial.jsonl
+fi
+
+errs='((.errors // {}) | to_entries | map("\(.key)=\(.value)") | join(" ") | if . == "" then "none" else . end)'
+
+{
+    echo "# Benchmarks"
+    echo
+    echo "Generated by \`bench/run.sh\`; the notes at the end come from \`bench/notes.md\`."
+    echo
+    echo "- Command: \`bash bench/run.sh\` (it builds, starts and stops every process itself)$([ "$QUICK" = 1 ] && echo ", QUICK=1")"
+    echo "- Date: $DATE; ferrocast commit $COMMIT$DIRTY"
+    echo "- Machine: $NPROC cores ($CPU_MODEL), $MEM RAM, $(uname -sr) (a Firecracker microVM)"
+    echo "- Pinning: broker on core 0, load generator on core 1 (\`taskset\`): ${SRV_PIN[*]:-none} / ${LG_PIN[*]:-none}"
+    echo "- Broker config: \`bench/ferrocast-bench.toml\` (insecure client mode, no command rate limit, default 1 MiB"
+    echo "  outbound queue, no history/presence); nats-server $NATS_V with \`bench/nats-bench.conf\`."
+    echo "  Payload: 128-byte JSON \`{\"seq\",\"ts\",\"pad\"}\`."
+    echo "- Latency: publisher send time to subscriber receive time in the same load generator process (one clock),"
+    echo "  including the load generator's own queuing. \"loadgen CPU s\" is the load generator's CPU time for the whole"
+    echo "  run (connect + publish + drain, about ${STEP_SECS}-$((STEP_SECS + 6)) s of wall time in W1)."
+    echo "- W1 criteria: *strict* = zero loss, no duplicates, no errors, p99 < 50 ms; *sustained* = zero loss, no"
+    echo "  errors, the publisher kept >= 95 % of the target rate, p99 < 1 s. Steps go up until one is not sustained."
+    echo "- \"broker CPU %\" is of one core (the broker is pinned to one); \"other CPU %\" is what the rest of the"
+    echo "  machine used meanwhile (other processes; well above 0 means a noisy measurement)."
+    echo "- Raw JSON lines: \`$RAW\`."
+    echo
+    echo "## Summary"
+    echo
+    echo "| workload | result |"
+    echo "|---|---|"
+    jq -r 'select(.workload == "W0" or .workload == "W0n") | "| \(.workload) baseline, \(.protocol), 1 subscriber, \(.target_rate) msg/s | p50 \(.latency_us.p50 / 1000) ms, p99 \(.latency_us.p99 / 1000) ms, lost \(.lost) |"' "$RESULTS"
+    for w in W1 W1c W1n; do
+        want "$w" || continue
+        case $w in
+            W1) d="ferrocast, HTTP API publish" ;;
+            W1c) d="ferrocast, client \`publish\` over WebSocket" ;;
+            W1n) d="nats-server WebSocket, \`PUB\`" ;;
+        esac
+        [ -n "${BEST_SUSTAINED[$w]+x}" ] || continue
+        echo "| $w fan-out, 2,000 subscribers on one channel ($d) | strict (p99 < 50 ms) up to **${BEST[$w]:-0} msg/s** ($(( ${BEST[$w]:-0} * 2000 )) deliveries/s); sustained (no loss, p99 < 1 s) up to **${BEST_SUSTAINED[$w]:-0} msg/s** ($(( ${BEST_SUSTAINED[$w]:-0} * 2000 )) deliveries/s) |"
+    done
+    jq -r 'select(.workload == "W2") | "| W2 3 nodes + Redis, 2,000 subscribers, \(.target_rate) msg/s | achieved \(.publish_rate) msg/s, lost \(.lost), p50 \(.latency_us.p50 / 1000) ms, p99 \(.latency_us.p99 / 1000) ms |"' "$RESULTS"
+    jq -r "select(.workload == \"W3\") | \"| W3 10,000 subscribers over 5,000 channels, \(.target_rate) msg/s | achieved \(.publish_rate) msg/s, lost \(.lost) of \(.expected), p50 \(.latency_us.p50 / 1000) ms, p99 \(.latency_us.p99 / 1000) ms, max \(.latency_us.max / 1000) ms, errors: \($errs) |\"" "$RESULTS"
+    jq -r 'select(.workload == "W4" or .workload == "W4n") | "| \(.workload) idle memory, \(.protocol), \(.subscribed) connections (one channel each) | RSS \(.server_rss_before_kb) KB -> \(.server_rss_after_kb) KB: **\(.kb_per_connection) KB per connection** |"' "$RESULTS"
+    jq -r 'select(.workload == "W4b") | "| W4b memory kept after a burst, 2,000 idle subscribers | RSS \(.rss_idle_kb) KB idle -> \(.rss_after_burst_kb) KB after \(.burst_published) msgs at 3,000 msg/s (still connected: **+\(.retained_kb_per_connection) KB per connection**) -> \(.rss_after_disconnect_kb) KB after all disconnected |"' "$RESULTS"
+    jq -r "select(.workload == \"W5\") | \"| W5 storm, \(.connections) clients at once | \(.subscribed) subscribed after \(.connect_secs) s (setup p50 \(.setup_ms.p50) ms, p99 \(.setup_ms.p99) ms, max \(.setup_ms.max) ms), errors: \($errs) |\"" "$RESULTS"
+    echo
+    if want W0; then
+        echo "## W0 baseline: one subscriber"
+        echo
+        table_steps W0
+        table_steps W0n | tail -n +3
+        echo
+    fi
+    for w in W1 W1c W1n W2; do
+        want "$w" || continue
+        case $w in
+            W1) echo "## W1 fan-out saturation: ferrocast, HTTP API publish" ;;
+            W1c) echo "## W1c fan-out saturation: ferrocast, client publish" ;;
+            W1n) echo "## W1n fan-out saturation: nats-server over WebSocket (comparison)" ;;
+            W2) echo "## W2 three ferrocast nodes + Redis (all on core 0), HTTP publish to node 1" ;;
+        esac
+        echo
+        echo "2,000 subscribers on one channel, ${STEP_SECS} s per step, stepping up until a step is not sustained."
+        [ "$w" = W2 ] && echo "\"broker CPU %\" and RSS include the three nodes and redis-server."
+        echo
+        table_steps "$w"
+        echo
+    done
+    if want W3; then
+        echo "## W3 many channels"
+        echo
+        echo "10,000 subscribers over 5,000 channels (2 per channel), HTTP publish round-robin over the channels."
+        echo
+        table_steps W3
+        echo
+    fi
+    if want W4 || want W5; then
+        echo "## W4 idle memory, W5 connection storm"
+        echo
+        echo "| workload | server | connections | subscribed | connect s | setup p50 ms | setup p99 ms | setup max ms | RSS before KB | RSS after KB | KB per connection | errors |"
+        echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        jq -r "select(.workload == \"W4\" or .workload == \"W4n\" or .workload == \"W5\") | \"| \(.workload) | \(.protocol) | \(.connections) | \(.subscribed) | \(.connect_secs) | \(.setup_ms.p50) | \(.setup_ms.p99) | \(.setup_ms.max) | \(.server_rss_before_kb // \"-\") | \(.server_rss_after_kb // .server_rss_kb) | \(.kb_per_connection // \"-\") | \($errs) |\"" "$RESULTS"
+        echo
+        echo "W4/W4n connect at 2,500/s with one channel per connection and read the broker's \`VmRSS\`"
+        echo "3 s after the last subscribe. W5 opens all connections at once (\`--connect-rate 0\`); setup is"
+        echo "the time from a connection's start to its subscribe reply."
+        echo
+    fi
+    if want W4b; then
+        echo "## W4b memory kept after a burst"
+        echo
+        echo "| idle subscribers | burst messages | deliveries to them | missing | RSS idle KB | RSS after burst KB | retained KB per connection | RSS after disconnect KB |"
+        echo "|---:|---:|---:|---:|---:|---:|---:|---:|"
+        jq -r 'select(.workload == "W4b") | "| \(.subscribed) | \(.burst_published) | \(.received) | \(.missing) | \(.rss_idle_kb) | \(.rss_after_burst_kb) | \(.retained_kb_per_connection) | \(.rss_after_disconnect_kb) |"' "$RESULTS"
+        echo
+    fi
+    if [ -f "$ROOT/bench/notes.md" ]; then
+        cat "$ROOT/bench/notes.md"
+    fi
+} >"$REPORT"
+log "wrote $REPORT"
