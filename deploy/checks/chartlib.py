@@ -138,6 +138,8 @@ def _coalesce(base: Any, over: Any) -> Any:
 def find_binary() -> str | None:
     """A ferrocast binary to run `checkconfig` with: $DEPLOY_CHECKS_BIN, target/release, target/debug."""
     env = os.environ.get("DEPLOY_CHECKS_BIN")
+    if env == "none":
+        return None
     if env:
         env = os.path.abspath(env)
         return env if os.access(env, os.X_OK) else None

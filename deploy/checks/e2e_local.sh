@@ -75,6 +75,18 @@ for i in 1 2 3; do
   PIDS+=($!)
 done
 
+# Optional: a real Prometheus scraping the nodes, to run the dashboard queries and alert rules.
+PROM=$((B + 90))
+if command -v prometheus >/dev/null; then
+  python3 "$ROOT/deploy/checks/e2e_prometheus.py" write-config "$WORK" \
+    "127.0.0.1:$((B + 1001)),127.0.0.1:$((B + 1002)),127.0.0.1:$((B + 1003))"
+  prometheus --config.file="$WORK/prometheus.yml" --storage.tsdb.path="$WORK/prom" \
+    --web.listen-address="127.0.0.1:$PROM" >"$WORK/prometheus.log" 2>&1 &
+  PIDS+=($!)
+else
+  echo "e2e: prometheus not installed: dashboard queries and alert rules not run (Debian package prometheus)"
+fi
+
 mkdir -p "$WORK/demo"
 cp "$ROOT/deploy/compose/demo/index.html" "$WORK/demo/index.html"
 python3 - "$ROOT/deploy/compose/haproxy.cfg" "$WORK" "$B" <<'EOF'
@@ -118,6 +130,11 @@ E2E_METRICS_URLS="http://127.0.0.1:$((B + 1001))/metrics,http://127.0.0.1:$((B +
 E2E_DRAIN_PID="${NODE_PID[2]}" \
 E2E_DRAIN_METRICS_URL="http://127.0.0.1:$((B + 1002))/metrics" \
   node "$ROOT/deploy/checks/e2e_client.mjs" || fail "e2e_client.mjs"
+
+if command -v prometheus >/dev/null; then
+  curl -s -o /dev/null --retry 20 --retry-connrefused --retry-delay 1 "http://127.0.0.1:$PROM/-/ready" || fail "prometheus did not start"
+  python3 "$ROOT/deploy/checks/e2e_prometheus.py" check "http://127.0.0.1:$PROM" || fail "dashboard queries / alert rules against real metrics"
+fi
 
 wait "${NODE_PID[2]}"
 rc=$?

@@ -4,8 +4,11 @@
 #               against the Kubernetes 1.30 JSON schemas, bad values refused
 #   Compose:    `docker-compose config -q` with the real Compose v2 binary
 #   Dockerfile: hadolint --failure-threshold error
-#   Semantics:  pytest test_rendered.py (chart) and test_compose.py (compose, HAProxy, image)
-#   Optional:   --e2e runs the compose topology on loopback (haproxy, redis-server, node)
+#   Semantics:  pytest test_rendered.py (chart), test_compose.py (compose, HAProxy, image) and
+#               test_docs.py (metrics in docs/OPERATIONS.md and the Grafana dashboard; PromQL
+#               checked by promtool when the Debian package prometheus is installed)
+#   Optional:   --e2e runs the compose topology on loopback (haproxy, redis-server, node; with
+#               prometheus installed, the dashboard queries and alert rules on real metrics)
 #
 # Usage: deploy/checks/run.sh [--e2e]      (or DEPLOY_CHECKS_E2E=1)
 # Tools live in a venv at $DEPLOY_CHECKS_VENV (default $HOME/.cache/ferrocast-k8s-venv),
@@ -22,7 +25,7 @@ E2E="${DEPLOY_CHECKS_E2E:-0}"
 for arg in "$@"; do
   case "$arg" in
     --e2e) E2E=1 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
@@ -114,18 +117,18 @@ else
 fi
 
 # --- semantics --------------------------------------------------------------------------------
-section "pytest test_rendered.py test_compose.py"
+section "pytest test_rendered.py test_compose.py test_docs.py"
 OUT="$(mktemp)"
-(cd "$HERE" && DEPLOY_CHECKS_BIN="$BIN" "$VPY" -m pytest -q -rs -p no:cacheprovider test_rendered.py test_compose.py) 2>&1 | tee "$OUT"
+(cd "$HERE" && DEPLOY_CHECKS_BIN="${BIN:-none}" "$VPY" -m pytest -q -rs -p no:cacheprovider test_rendered.py test_compose.py test_docs.py) 2>&1 | tee "$OUT"
 rc=${PIPESTATUS[0]}
 LAST="$(grep -E '[0-9]+ (passed|failed)' "$OUT" | tail -n1 | sed 's/^=* *//; s/ *=*$//')"
 rm -f "$OUT"
-if [[ $rc == 0 ]]; then record "pytest (chart, compose, image semantics)" PASS "$LAST"; else record "pytest (chart, compose, image semantics)" FAIL "$LAST"; fi
+if [[ $rc == 0 ]]; then record "pytest (chart, compose, image, docs semantics)" PASS "$LAST"; else record "pytest (chart, compose, image, docs semantics)" FAIL "$LAST"; fi
 
 # --- optional end to end ----------------------------------------------------------------------
 if [[ "$E2E" == 1 ]]; then
   section "e2e: compose topology on loopback (e2e_local.sh)"
-  DEPLOY_CHECKS_BIN="$BIN" "$HERE/e2e_local.sh"
+  DEPLOY_CHECKS_BIN="${BIN:-none}" "$HERE/e2e_local.sh"
   rc=$?
   case $rc in
     0) record "e2e (haproxy + 3 nodes + redis, drain)" PASS ;;
