@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod node;
+pub mod proxy;
 pub mod recovering;
 pub mod redis;
 
