@@ -7,6 +7,9 @@
 #
 # Needs: haproxy, redis-server, redis-cli, node + npm, and a ferrocast binary
 # ($DEPLOY_CHECKS_BIN, else target/release/ferrocast, else target/debug/ferrocast).
+# Optional: chromium (the demo page is driven in a headless browser with puppeteer-core;
+# DEPLOY_CHECKS_SCREENSHOT=/path.png keeps a screenshot) and prometheus (the Grafana
+# dashboard queries and the alert rules of docs/OPERATIONS.md run against the nodes).
 # Exit code 0: passed; 1: failed; 77: skipped (something missing).
 set -uo pipefail
 
@@ -121,6 +124,28 @@ page=$(curl -s -w '\n%{http_code}' "http://127.0.0.1:$LB/")
 info=$(curl -s -X POST -H "X-API-Key: e2e-api-key" -d '{}' "http://127.0.0.1:$LB_INT/api/info")
 [[ "$info" == *'"nodes"'* ]] || fail "server API through the internal LB port: $info"
 echo "e2e: demo page on /, /health through the LB, API only on the internal port"
+
+# Optional: the demo page in headless Chromium (Debian package chromium + npm puppeteer-core).
+CHROMIUM="$(command -v chromium || command -v chromium-browser || true)"
+if [[ -n "$CHROMIUM" ]]; then
+  BROWSER_DIR="${DEPLOY_CHECKS_BROWSER_DIR:-$HOME/.cache/ferrocast-e2e-browser}"
+  if [[ ! -d "$BROWSER_DIR/node_modules/puppeteer-core" ]]; then
+    mkdir -p "$BROWSER_DIR"
+    # puppeteer-core 23 still supports Node 18/20; it drives the system Chromium, downloads none.
+    npm install --silent --no-audit --no-fund --prefix "$BROWSER_DIR" puppeteer-core@23.11.1 >/dev/null \
+      || fail "npm install puppeteer-core"
+  fi
+  E2E_BROWSER_MODULES="$BROWSER_DIR/node_modules" \
+  E2E_NODE_MODULES="$NODE_DIR/node_modules" \
+  E2E_CHROMIUM="$CHROMIUM" \
+  E2E_PAGE_URL="http://127.0.0.1:$LB/" \
+  E2E_SECRET="$SECRET" \
+  E2E_REDIS_PORT="$REDIS" \
+  E2E_SCREENSHOT="${DEPLOY_CHECKS_SCREENSHOT:-}" \
+    node "$ROOT/deploy/checks/e2e_browser.mjs" || fail "demo page in Chromium (e2e_browser.mjs)"
+else
+  echo "e2e: chromium not installed: the demo page was not run in a browser (Debian package chromium)"
+fi
 
 E2E_NODE_MODULES="$NODE_DIR/node_modules" \
 E2E_WS_URL="ws://127.0.0.1:$LB/connection/websocket" \

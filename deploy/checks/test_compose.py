@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import time
@@ -200,3 +201,33 @@ def test_readme_section_commands_match_the_files():
     # Every command line's payload is valid JSON.
     for payload in re.findall(r"payload '(\{.*?\})'", section):
         json.loads(payload)
+
+
+def test_docker_build_context_loads_the_workspace(tmp_path):
+    """The build stage copies only some paths (COPY lines before the runtime stage): cargo must
+    load the workspace from them with the lock file as is (`--locked`), as `docker build` will."""
+    cargo = shutil.which("cargo")
+    if not cargo:
+        pytest.skip("cargo not installed")
+    text = re.sub(r"\\\n\s*", " ", (ROOT / "Dockerfile").read_text())
+    stages = re.split(r"^FROM ", text, flags=re.M)
+    build = next(s for s in stages if " AS build" in s.splitlines()[0])
+    sources = []
+    for line in build.splitlines():
+        if line.startswith("COPY ") and "--from" not in line:
+            sources += line.split()[1:-1]
+    assert {"Cargo.toml", "Cargo.lock", "crates", "tests"} <= set(sources), sources
+    skip = shutil.ignore_patterns("target", "node_modules", ".venv", "__pycache__")
+    for src in sources:
+        p = ROOT / src
+        if p.is_dir():
+            shutil.copytree(p, tmp_path / src, ignore=skip)
+        else:
+            shutil.copy2(p, tmp_path / src)
+    host = subprocess.run(["rustc", "-vV"], capture_output=True, text=True).stdout
+    triple = re.search(r"^host: (\S+)", host, re.M).group(1)
+    r = subprocess.run([cargo, "metadata", "--locked", "--offline", "--format-version", "1",
+                        "--filter-platform", triple], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    if r.returncode != 0 and "--offline was specified" in r.stderr:
+        pytest.skip("crates not downloaded on this machine (cargo metadata needs them offline)")
+    assert r.returncode == 0, r.stderr[-2000:]
