@@ -123,10 +123,24 @@ impl NodeProcess {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("ferrocast.json");
         std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+        Self::spawn(&path, env, dir).await
+    }
+
+    /// Starts a node with a configuration file as it is (TOML or JSON).
+    pub async fn start_file(path: &std::path::Path) -> NodeProcess {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::spawn(path, &[], dir).await
+    }
+
+    async fn spawn(
+        path: &std::path::Path,
+        env: &[(&str, &str)],
+        dir: tempfile::TempDir,
+    ) -> NodeProcess {
         let mut cmd = Command::new(crate::node_binary());
         cmd.arg("serve")
             .arg("--config")
-            .arg(&path)
+            .arg(path)
             .args([
                 "--address",
                 "127.0.0.1",

@@ -24,6 +24,17 @@ pub struct Received {
     pub closes: Vec<u16>,
     /// Successful subscribe replies.
     pub subscriptions: u32,
+    /// Stream offset of each entry of `seqs`.
+    pub offsets: Vec<u64>,
+    /// (index into `seqs`, what happened there): reconnects, resubscribes, recoveries.
+    pub marks: Vec<(usize, String)>,
+}
+
+impl Received {
+    fn mark(&mut self, what: String) {
+        let at = self.seqs.len();
+        self.marks.push((at, what));
+    }
 }
 
 /// A running recovering subscriber.
@@ -86,7 +97,9 @@ impl RecoveringSubscriber {
 
 fn record(state: &Mutex<Received>, pos: &mut Option<Position>, publication: &Value) {
     if let Some(seq) = publication["data"]["seq"].as_u64() {
-        state.lock().unwrap().seqs.push(seq);
+        let mut st = state.lock().unwrap();
+        st.seqs.push(seq);
+        st.offsets.push(publication["offset"].as_u64().unwrap_or(0));
     }
     if let (Some(p), Some(o)) = (pos.as_mut(), publication["offset"].as_u64()) {
         p.offset = o;
@@ -105,6 +118,7 @@ async fn subscribe(
         req["offset"] = json!(p.offset);
         req["epoch"] = json!(p.epoch);
     }
+    state.lock().unwrap().mark(format!("subscribe {req}"));
     let r = c.try_command("subscribe", req).await?;
     let Some(s) = r.get("subscribe") else {
         return Ok(false);
@@ -119,6 +133,11 @@ async fn subscribe(
     let epoch = s["epoch"].as_str().unwrap_or("").to_string();
     let offset = s["offset"].as_u64().unwrap_or(0);
     let recovered_pubs = s["publications"].as_array().cloned().unwrap_or_default();
+    state.lock().unwrap().mark(format!(
+        "subscribed offset {offset} recovered {} with {} publications",
+        s["recovered"],
+        recovered_pubs.len()
+    ));
     *pos = Some(Position { offset, epoch });
     for p in &recovered_pubs {
         record(state, pos, p);
@@ -183,8 +202,11 @@ async fn run(
                         }
                     }
                 }
-                Err((code, _)) => {
-                    state.lock().unwrap().closes.push(code);
+                Err((code, reason)) => {
+                    let mut st = state.lock().unwrap();
+                    st.closes.push(code);
+                    st.mark(format!("closed {code} {reason}"));
+                    drop(st);
                     if (3500..4000).contains(&code) {
                         return;
                     }

@@ -85,6 +85,13 @@ async fn redis_restart_mid_stream_loses_nothing() {
             r.resubscribes,
             r.unrecovered
         );
+        if let Some(k) = r.seqs.windows(2).position(|w| w[1] <= w[0]) {
+            let lo = k.saturating_sub(5);
+            println!(
+                "subscriber {i}: order broken at {k}: {:?}",
+                &r.seqs[lo..(k + 6).min(r.seqs.len())]
+            );
+        }
         assert!(done, "subscriber {i} did not get everything: {r:?}");
         assert_eq!(
             (missing, duplicated, out_of_order),

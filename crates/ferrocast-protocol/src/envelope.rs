@@ -127,6 +127,19 @@ impl WirePublication {
     }
 }
 
+/// Deepest nesting accepted in a MessagePack body: ours is at most a few levels deep, and a
+/// limit keeps a hostile message from exhausting the stack.
+pub const MAX_DEPTH: usize = 32;
+
+/// Decodes a MessagePack body with the nesting limit.
+pub fn decode_body<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<T, rmp_serde::decode::Error> {
+    let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+    de.set_max_depth(MAX_DEPTH);
+    T::deserialize(&mut de)
+}
+
 /// Encodes a body with `rmp-serde`.
 pub fn encode_body<T: Serialize>(body: &T) -> Vec<u8> {
     rmp_serde::to_vec(body).unwrap_or_default()
@@ -155,7 +168,7 @@ pub fn decode_message(bytes: &[u8]) -> Result<(u64, String, Envelope), EnvelopeE
     let epoch = std::str::from_utf8(&rd[..len])
         .map_err(|_| EnvelopeError::Header("epoch is not UTF-8".into()))?
         .to_string();
-    let envelope = rmp_serde::from_slice(&rd[len..])?;
+    let envelope = decode_body(&rd[len..])?;
     Ok((offset, epoch, envelope))
 }
 
@@ -235,7 +248,7 @@ impl ControlMessage {
 
     /// Decodes from the control channel.
     pub fn decode(bytes: &[u8]) -> Result<Self, EnvelopeError> {
-        Ok(rmp_serde::from_slice(bytes)?)
+        Ok(decode_body(bytes)?)
     }
 }
 
@@ -285,6 +298,15 @@ mod tests {
         );
         ok.truncate(ok.len() - 1);
         assert!(decode_message(&ok).is_err());
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_a_stack_overflow() {
+        let mut bytes = vec![0x01, 0xa1, b'e'];
+        bytes.extend(std::iter::repeat_n(0x91u8, 100_000));
+        bytes.push(0xc0);
+        assert!(decode_message(&bytes).is_err());
+        assert!(ControlMessage::decode(&bytes[3..]).is_err());
     }
 
     #[test]

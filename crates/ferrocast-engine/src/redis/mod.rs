@@ -194,7 +194,7 @@ fn parse_entries(value: Value) -> Result<Vec<Publication>, EngineError> {
             let k: Vec<u8> = redis::from_redis_value(k).map_err(internal)?;
             if k == b"d" {
                 let v: Vec<u8> = redis::from_redis_value(v).map_err(internal)?;
-                match rmp_serde::from_slice::<Envelope>(&v) {
+                match ferrocast_protocol::envelope::decode_body::<Envelope>(&v) {
                     Ok(Envelope::Pub(wp)) => {
                         out.push(wp.into_publication(offset).map_err(internal)?)
                     }
@@ -406,7 +406,9 @@ impl Engine for RedisEngine {
         let flat: Vec<(String, Vec<u8>)> = Conn::run(inv.invoke_async(&mut conn)).await?;
         let mut out = HashMap::with_capacity(flat.len());
         for (client, bytes) in flat {
-            match rmp_serde::from_slice::<WireClientInfo>(&bytes).map(WireClientInfo::into_info) {
+            match ferrocast_protocol::envelope::decode_body::<WireClientInfo>(&bytes)
+                .map(WireClientInfo::into_info)
+            {
                 Ok(Ok(info)) => {
                     out.insert(client, info);
                 }
