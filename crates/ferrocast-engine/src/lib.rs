@@ -82,8 +82,9 @@ pub struct PresenceStats {
 /// Receives what the backplane delivers to this node. Called synchronously in channel
 /// order: implementations must not block.
 pub trait EventHandler: Send + Sync + 'static {
-    /// A publication arrived for a channel this node follows.
-    fn on_publication(&self, channel: &str, publication: &Publication);
+    /// A publication arrived for a channel this node follows (`epoch` is its stream's
+    /// epoch; empty for channels without history).
+    fn on_publication(&self, channel: &str, publication: &Publication, epoch: &str);
     /// A client joined a channel this node follows.
     fn on_join(&self, channel: &str, info: &ClientInfo);
     /// A client left a channel this node follows.
@@ -91,6 +92,9 @@ pub trait EventHandler: Send + Sync + 'static {
     /// The engine may have missed publications of `channel` (offset gap, lost pub/sub
     /// connection): its subscribers must recover from history.
     fn on_insufficient_state(&self, channel: &str);
+    /// After a pub/sub reconnect: the current position of a followed channel's stream;
+    /// subscribers behind it must recover.
+    fn on_stream_position(&self, channel: &str, position: &StreamPosition);
     /// A cluster-wide command arrived on the control channel.
     fn on_control(&self, message: ControlMessage);
     /// Whether this node still has subscribers of `channel` (checked before the engine

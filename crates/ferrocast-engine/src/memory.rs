@@ -136,6 +136,7 @@ impl Engine for MemoryEngine {
                 return Ok(pos.clone());
             }
         }
+        let mut epoch = String::new();
         let position = if opts.uses_history() {
             let stream = shard
                 .streams
@@ -149,6 +150,7 @@ impl Engine for MemoryEngine {
                 stream.publications.pop_front();
             }
             stream.expires_at = Some(now + opts.history_ttl);
+            epoch = stream.epoch.clone();
             stream.position()
         } else {
             publication.offset = 0;
@@ -166,7 +168,7 @@ impl Engine for MemoryEngine {
             );
         }
         if let Some(h) = self.handler.get() {
-            h.on_publication(channel, &publication);
+            h.on_publication(channel, &publication, &epoch);
         }
         Ok(position)
     }

@@ -249,6 +249,8 @@ pub async fn subscriber(
 
 /// Most commands put in one frame (the broker's default limit is 1000).
 const MAX_COMMANDS_PER_FRAME: usize = 500;
+/// Largest frame sent (the broker's default `max_message_size` is 65536).
+const MAX_FRAME_BYTES: usize = 32 * 1024;
 /// Unanswered publish commands before the publisher waits.
 const MAX_PENDING: usize = 20_000;
 
@@ -302,28 +304,44 @@ impl ClientPublisher {
     }
 
     pub async fn send(&mut self, batch: &Batch) -> anyhow::Result<()> {
-        for chunk in batch.chunks(MAX_COMMANDS_PER_FRAME) {
-            self.frame.clear();
-            for (i, &(ch, seq)) in chunk.iter().enumerate() {
-                if i > 0 {
-                    self.frame.push(b'\n');
-                }
-                let id = self.next_id;
-                self.next_id += 1;
-                self.pending.insert(id, ch);
-                self.frame.extend_from_slice(
-                    format!(
-                        "{{\"id\":{id},\"publish\":{{\"channel\":\"{}\",\"data\":",
-                        self.channels[ch as usize]
-                    )
-                    .as_bytes(),
-                );
-                build_payload(&mut self.frame, seq, now_us(), self.payload_size);
-                self.frame.extend_from_slice(b"}}");
+        let mut in_frame = 0;
+        self.frame.clear();
+        for &(ch, seq) in batch.iter() {
+            // One command is at most payload_size + ~100 bytes: start a new frame before
+            // the broker's message size or commands-per-frame limits could be reached.
+            if in_frame > 0
+                && (in_frame >= MAX_COMMANDS_PER_FRAME
+                    || self.frame.len() + self.payload_size + 256 > MAX_FRAME_BYTES)
+            {
+                self.flush_frame().await?;
+                in_frame = 0;
             }
-            let text = String::from_utf8(std::mem::take(&mut self.frame))?;
-            self.ws.send(Message::text(text)).await?;
+            if in_frame > 0 {
+                self.frame.push(b'\n');
+            }
+            let id = self.next_id;
+            self.next_id += 1;
+            self.pending.insert(id, ch);
+            self.frame.extend_from_slice(
+                format!(
+                    "{{\"id\":{id},\"publish\":{{\"channel\":\"{}\",\"data\":",
+                    self.channels[ch as usize]
+                )
+                .as_bytes(),
+            );
+            build_payload(&mut self.frame, seq, now_us(), self.payload_size);
+            self.frame.extend_from_slice(b"}}");
+            in_frame += 1;
         }
+        if in_frame > 0 {
+            self.flush_frame().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush_frame(&mut self) -> anyhow::Result<()> {
+        let text = String::from_utf8(std::mem::take(&mut self.frame))?;
+        self.ws.send(Message::text(text)).await?;
         Ok(())
     }
 

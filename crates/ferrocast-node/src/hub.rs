@@ -4,15 +4,18 @@
 
 use crate::metrics as m;
 use crate::outbox::{Outbox, PushResult};
+pub use crate::subscriber::{Delivery, Subscriber};
 use bytes::Bytes;
 use ferrocast_protocol::envelope::ControlMessage;
-use ferrocast_protocol::{ClientInfo, Disconnect, Publication, PushBody, encode_push};
-use parking_lot::{Mutex, RwLock};
+use ferrocast_protocol::{
+    ClientInfo, Disconnect, Publication, PushBody, StreamPosition, encode_push,
+};
+use parking_lot::RwLock;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 use tokio::sync::mpsc;
 
@@ -75,58 +78,6 @@ impl ClientHandle {
             tracing::warn!(client = %self.id, error = %e, "session control queue full");
             self.outbox.close(fallback);
         }
-    }
-}
-
-/// A subscription of one connection to one channel, as seen by fan-out.
-pub struct Subscriber {
-    /// The connection.
-    pub client: Arc<ClientHandle>,
-    /// Whether join/leave pushes go to this subscriber.
-    pub join_leave: bool,
-    syncing: AtomicBool,
-    pending: Mutex<Option<Vec<(u64, Bytes)>>>,
-}
-
-impl Subscriber {
-    /// A subscriber that buffers publications until [`Subscriber::go_live`]: the
-    /// subscribe reply must reach the client before any publication of the channel.
-    pub fn new(client: Arc<ClientHandle>, join_leave: bool) -> Self {
-        Subscriber {
-            client,
-            join_leave,
-            syncing: AtomicBool::new(true),
-            pending: Mutex::new(Some(Vec::new())),
-        }
-    }
-
-    fn deliver(&self, offset: u64, frame: &Bytes) {
-        if self.syncing.load(Ordering::Acquire) {
-            let mut p = self.pending.lock();
-            if let Some(buf) = p.as_mut() {
-                buf.push((offset, frame.clone()));
-                return;
-            }
-        }
-        self.client.send(frame.clone());
-    }
-
-    /// Queues `reply` (if any) and then every publication buffered since the subscription began
-    /// whose offset is above `after` (publications already returned in the reply are
-    /// skipped; `after == 0` keeps all). From now on publications go straight out.
-    pub fn go_live(&self, reply: Option<Bytes>, after: u64) {
-        let mut p = self.pending.lock();
-        if let Some(reply) = reply {
-            self.client.send(reply);
-        }
-        if let Some(buf) = p.take() {
-            for (offset, frame) in buf {
-                if after == 0 || offset == 0 || offset > after {
-                    self.client.send(frame);
-                }
-            }
-        }
-        self.syncing.store(false, Ordering::Release);
     }
 }
 
@@ -285,20 +236,82 @@ impl Hub {
     }
 
     /// Fans a publication out to every local subscriber of `channel`: one encode,
-    /// shared bytes, a non-blocking queue push per subscriber.
-    pub fn broadcast_publication(&self, channel: &str, publication: &Publication) {
+    /// shared bytes, a non-blocking queue push per subscriber. A subscriber for which this
+    /// publication is not the next one it expects is sent to recover instead.
+    pub fn broadcast_publication(&self, channel: &str, publication: &Publication, epoch: &str) {
         let started = Instant::now();
-        let s = self.channel_shards[shard_of(channel)].read();
-        let Some(subs) = s.channels.get(channel) else {
-            return;
+        let mut behind = Vec::new();
+        let n = {
+            let s = self.channel_shards[shard_of(channel)].read();
+            let Some(subs) = s.channels.get(channel) else {
+                return;
+            };
+            let frame = encode_push(channel, &PushBody::Pub(publication));
+            for (id, sub) in subs {
+                if sub.deliver(publication.offset, epoch, &frame) == Delivery::Gap {
+                    behind.push(id.clone());
+                }
+            }
+            subs.len()
         };
-        let frame = encode_push(channel, &PushBody::Pub(publication));
-        for sub in subs.values() {
-            sub.deliver(publication.offset, &frame);
-        }
-        let n = subs.len();
-        drop(s);
         m::fanout(n, started.elapsed());
+        if !behind.is_empty() {
+            tracing::info!(
+                channel,
+                subscribers = behind.len(),
+                offset = publication.offset,
+                "offset gap: subscribers recover"
+            );
+            self.recover(channel, &behind);
+        }
+    }
+
+    /// Stops delivering `channel` to these clients and tells their sessions to recover.
+    pub fn recover(&self, channel: &str, clients: &[String]) {
+        let removed: Vec<Arc<Subscriber>> = {
+            let mut s = self.channel_shards[shard_of(channel)].write();
+            let Some(subs) = s.channels.get_mut(channel) else {
+                return;
+            };
+            let removed = clients.iter().filter_map(|id| subs.remove(id)).collect();
+            if subs.is_empty() {
+                s.channels.remove(channel);
+            }
+            removed
+        };
+        self.subscriptions
+            .fetch_sub(removed.len(), Ordering::Relaxed);
+        for sub in removed {
+            sub.client.control(
+                SessionControl::InsufficientState {
+                    channel: channel.to_string(),
+                },
+                Disconnect::INSUFFICIENT_STATE,
+            );
+        }
+    }
+
+    /// After the engine may have missed publications: subscribers behind `position` (or
+    /// on another epoch) recover; the others are up to date and stay.
+    pub fn check_position(&self, channel: &str, position: &StreamPosition) {
+        let behind: Vec<String> = {
+            let s = self.channel_shards[shard_of(channel)].read();
+            let Some(subs) = s.channels.get(channel) else {
+                return;
+            };
+            subs.iter()
+                .filter(|(_, sub)| sub.is_behind(position))
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        if !behind.is_empty() {
+            tracing::info!(
+                channel,
+                subscribers = behind.len(),
+                "subscribers behind the stream recover"
+            );
+            self.recover(channel, &behind);
+        }
     }
 
     /// Sends a join or leave push to the subscribers of `channel` that asked for them.
@@ -315,29 +328,27 @@ impl Hub {
         let frame = encode_push(channel, &body);
         let mut sent = 0;
         for sub in subs.values().filter(|s| s.join_leave) {
-            sub.deliver(0, &frame);
+            let _ = sub.deliver(0, "", &frame);
             sent += 1;
         }
         m::pushes_sent(if join { "join" } else { "leave" }, sent);
     }
 
-    /// Removes every local subscriber of `channel` at once (no further delivery) and
-    /// tells their sessions to recover.
+    /// Stops delivering `channel` to every subscriber that can recover and tells their
+    /// sessions to do so (subscriptions without a stream position keep at-most-once
+    /// delivery and stay).
     pub fn insufficient_state(&self, channel: &str) {
-        let removed = {
-            let mut s = self.channel_shards[shard_of(channel)].write();
-            s.channels.remove(channel)
+        let recoverable: Vec<String> = {
+            let s = self.channel_shards[shard_of(channel)].read();
+            let Some(subs) = s.channels.get(channel) else {
+                return;
+            };
+            subs.iter()
+                .filter(|(_, sub)| sub.recoverable)
+                .map(|(id, _)| id.clone())
+                .collect()
         };
-        let Some(subs) = removed else { return };
-        self.subscriptions.fetch_sub(subs.len(), Ordering::Relaxed);
-        for sub in subs.into_values() {
-            sub.client.control(
-                SessionControl::InsufficientState {
-                    channel: channel.to_string(),
-                },
-                Disconnect::INSUFFICIENT_STATE,
-            );
-        }
+        self.recover(channel, &recoverable);
     }
 
     /// Clients addressed by a control message: one client, or all of a user's.
@@ -459,8 +470,8 @@ impl Hub {
 }
 
 impl ferrocast_engine::EventHandler for Hub {
-    fn on_publication(&self, channel: &str, publication: &Publication) {
-        self.broadcast_publication(channel, publication);
+    fn on_publication(&self, channel: &str, publication: &Publication, epoch: &str) {
+        self.broadcast_publication(channel, publication, epoch);
     }
 
     fn on_join(&self, channel: &str, info: &ClientInfo) {
@@ -473,6 +484,10 @@ impl ferrocast_engine::EventHandler for Hub {
 
     fn on_insufficient_state(&self, channel: &str) {
         self.insufficient_state(channel);
+    }
+
+    fn on_stream_position(&self, channel: &str, position: &StreamPosition) {
+        self.check_position(channel, position);
     }
 
     fn on_control(&self, message: ControlMessage) {

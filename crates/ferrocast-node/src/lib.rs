@@ -18,5 +18,6 @@ pub mod metrics;
 pub mod node;
 pub mod outbox;
 pub mod session;
+pub mod subscriber;
 
 pub use node::{Node, NodeError, NodeOptions, PublishParams};

@@ -81,6 +81,40 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
+    /// Current (epoch, top offset) of the streams of `channels` on one shard (an empty
+    /// epoch when a channel has no stream).
+    async fn stream_positions(
+        &self,
+        shard: usize,
+        channels: &[String],
+    ) -> Result<Vec<(String, StreamPosition)>, EngineError> {
+        let mut out = Vec::new();
+        if channels.is_empty() {
+            return Ok(out);
+        }
+        let mut conn = self.shards[shard].conn.get()?;
+        for chunk in channels.chunks(500) {
+            let mut p = redis::pipe();
+            for c in chunk {
+                p.cmd("HMGET").arg(self.keys.meta(c)).arg("e").arg("s");
+            }
+            let rows: Vec<(Option<String>, Option<u64>)> =
+                Conn::run(p.query_async(&mut conn)).await?;
+            for (c, (epoch, top)) in chunk.iter().zip(rows) {
+                // No meta: the stream is gone (or never existed); positioned subscribers
+                // of it must learn that.
+                out.push((
+                    c.clone(),
+                    StreamPosition {
+                        offset: top.unwrap_or(0),
+                        epoch: epoch.unwrap_or_default(),
+                    },
+                ));
+            }
+        }
+        Ok(out)
+    }
+
     fn node_seen(&self, info: NodeInfo) {
         self.nodes
             .lock()
@@ -223,6 +257,7 @@ impl Engine for RedisEngine {
                         shard.conn.client().clone(),
                         self.inner.keys.clone(),
                         Arc::downgrade(&self.inner),
+                        i,
                         i == 0 && w == 0,
                     )
                 })

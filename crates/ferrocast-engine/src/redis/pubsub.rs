@@ -12,7 +12,7 @@ use crate::EngineError;
 use ferrocast_protocol::envelope::{ControlMessage, Envelope, decode_message};
 use futures_util::StreamExt;
 use redis::Client;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -48,17 +48,23 @@ pub struct Worker {
 
 impl Worker {
     /// Starts a worker on `client`; `control` also subscribes the control channel.
-    pub fn spawn(client: Client, keys: Keys, inner: Weak<Inner>, control: bool) -> Worker {
+    pub fn spawn(
+        client: Client,
+        keys: Keys,
+        inner: Weak<Inner>,
+        shard: usize,
+        control: bool,
+    ) -> Worker {
         let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
         let connected = Arc::new(AtomicBool::new(false));
         let state = WorkerState {
             client,
             keys,
             inner,
+            shard,
             control,
             connected: connected.clone(),
             subscribed: HashSet::new(),
-            last: HashMap::new(),
             orphans: Vec::new(),
         };
         tokio::spawn(state.run(rx));
@@ -96,12 +102,11 @@ struct WorkerState {
     client: Client,
     keys: Keys,
     inner: Weak<Inner>,
+    shard: usize,
     control: bool,
     connected: Arc<AtomicBool>,
     /// Broker channels this worker follows (kept across reconnects).
     subscribed: HashSet<String>,
-    /// Last (epoch, offset) seen per channel with history.
-    last: HashMap<String, (String, u64)>,
     /// Channels whose subscribers were all sent away to recover: unsubscribe them.
     orphans: Vec<String>,
 }
@@ -153,10 +158,9 @@ impl WorkerState {
                     channels = self.subscribed.len(),
                     "redis pub/sub reconnected"
                 );
-                // Publications made while the connection was down are gone from pub/sub:
-                // subscribers of channels with history recover from the streams.
-                let lost: Vec<String> = self.last.drain().map(|(c, _)| c).collect();
-                self.insufficient(&lost);
+                // Publications made while the connection was down never reach this node:
+                // subscribers that are now behind their channel's stream recover from it.
+                self.check_positions().await;
                 if !self.orphans.is_empty() && !self.drop_orphans(&mut sink).await {
                     self.connected.store(false, Ordering::Release);
                     continue;
@@ -263,7 +267,6 @@ impl WorkerState {
                         }
                         Op::Unsubscribe => {
                             self.subscribed.remove(&r.channel);
-                            self.last.remove(&r.channel);
                         }
                     }
                     let _ = r.ack.send(Ok(()));
@@ -294,6 +297,38 @@ impl WorkerState {
                 if !h.has_local_subscribers(c) {
                     self.orphans.push(c.clone());
                 }
+            }
+        }
+    }
+
+    /// Compares every followed channel's stream position with its subscribers; when the
+    /// positions cannot be read, every recoverable subscriber recovers.
+    async fn check_positions(&mut self) {
+        let Some(inner) = self.inner.upgrade() else {
+            return;
+        };
+        let Some(handler) = inner.handler.get().cloned() else {
+            return;
+        };
+        let channels: Vec<String> = self.subscribed.iter().cloned().collect();
+        // The command connection may come back a moment after this one.
+        let mut positions = inner.stream_positions(self.shard, &channels).await;
+        for _ in 0..30 {
+            if positions.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            positions = inner.stream_positions(self.shard, &channels).await;
+        }
+        match positions {
+            Ok(positions) => {
+                for (channel, position) in positions {
+                    handler.on_stream_position(&channel, &position);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read stream positions: every subscriber recovers");
+                self.insufficient(&channels);
             }
         }
     }
@@ -340,21 +375,9 @@ impl WorkerState {
         };
         match envelope {
             Envelope::Pub(wp) => {
-                if offset > 0 {
-                    let gap = match self.last.get(channel) {
-                        Some((e, last)) => *e != epoch || offset != last + 1,
-                        None => false,
-                    };
-                    self.last.insert(channel.to_string(), (epoch, offset));
-                    if gap {
-                        tracing::warn!(channel, offset, "offset gap: subscribers recover");
-                        let channel = channel.to_string();
-                        self.insufficient(std::slice::from_ref(&channel));
-                        return;
-                    }
-                }
+                // Offsets and epochs are checked per subscription by the hub.
                 match wp.into_publication(offset) {
-                    Ok(p) => handler.on_publication(channel, &p),
+                    Ok(p) => handler.on_publication(channel, &p, &epoch),
                     Err(e) => tracing::warn!(channel, error = %e, "bad publication"),
                 }
             }

@@ -289,10 +289,7 @@ impl Session {
         }
         match ctl {
             SessionControl::Disconnect(d) => Err(d),
-            SessionControl::Subscribe { channel } => {
-                self.server_subscribe(&channel).await;
-                Ok(())
-            }
+            SessionControl::Subscribe { channel } => self.server_subscribe(&channel).await,
             SessionControl::Unsubscribe { channel } => {
                 self.server_unsubscribe(&channel).await;
                 Ok(())

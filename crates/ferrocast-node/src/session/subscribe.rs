@@ -14,7 +14,8 @@ use std::sync::Arc;
 /// A subscription that buffers publications until its reply is queued.
 pub(crate) struct LiveSub {
     subscriber: Arc<Subscriber>,
-    after: u64,
+    /// The stream position the reply covers (positioned subscriptions).
+    position: Option<StreamPosition>,
     channel: String,
     join: Option<ClientInfo>,
 }
@@ -96,13 +97,14 @@ impl Session {
         }
         let channel = req.channel.clone();
         let join_leave = opts.join_leave && (opts.force_push_join_leave || req.join_leave);
-        let subscriber = Arc::new(Subscriber::new(c.handle.clone(), join_leave));
-        if node.hub.add_subscriber(&channel, subscriber.clone())
-            && let Err(e) = node.engine.subscribe(&channel).await
-        {
-            if node.hub.remove_subscriber(&channel, &c.handle.id) {
-                let _ = node.engine.unsubscribe(&channel).await;
-            }
+        let recoverable = opts.history_enabled()
+            && (opts.force_recovery || req.recoverable || req.recover || server_side);
+        let subscriber = Arc::new(Subscriber::new(c.handle.clone(), join_leave, recoverable));
+        node.hub.add_subscriber(&channel, subscriber.clone());
+        // Every subscriber waits until the node follows the channel, not only the first:
+        // a position read before that could miss publications made meanwhile.
+        if let Err(e) = node.engine.subscribe(&channel).await {
+            self.undo_subscriber(&channel).await;
             return Err(engine_error(e));
         }
         let mut result = SubscribeResult {
@@ -110,14 +112,12 @@ impl Session {
             ttl: expires_at.map_or(0, |e| (e - super::unix_now()).max(0) as u32),
             ..Default::default()
         };
-        let recoverable = opts.history_enabled()
-            && (opts.force_recovery || req.recoverable || req.recover || server_side);
-        let mut after = 0;
+        let mut position = None;
         if recoverable {
             result.recoverable = true;
             result.positioned = true;
             match self.position_and_recover(&channel, &req, &mut result).await {
-                Ok(a) => after = a,
+                Ok(p) => position = Some(p),
                 Err(e) => {
                     self.undo_subscriber(&channel).await;
                     return Err(e);
@@ -150,7 +150,7 @@ impl Session {
             result,
             LiveSub {
                 subscriber,
-                after,
+                position,
                 channel,
                 join: opts.join_leave.then_some(info),
             },
@@ -158,13 +158,13 @@ impl Session {
     }
 
     /// Fills the stream position (and recovered publications) into `result`; returns the
-    /// offset up to which the client is now served.
+    /// position up to which the client is now served.
     async fn position_and_recover(
         &self,
         channel: &str,
         req: &SubscribeRequest,
         result: &mut SubscribeResult,
-    ) -> Result<u64, ProtocolError> {
+    ) -> Result<StreamPosition, ProtocolError> {
         let engine = &self.node.engine;
         if req.recover {
             result.was_recovering = true;
@@ -190,7 +190,10 @@ impl Session {
                         .last()
                         .map_or(h.position.offset, |p| p.offset);
                     result.publications = h.publications;
-                    return Ok(result.offset);
+                    return Ok(StreamPosition {
+                        offset: result.offset,
+                        epoch: result.epoch.clone(),
+                    });
                 }
                 Err(EngineError::UnrecoverablePosition) => {}
                 Err(e) => return Err(engine_error(e)),
@@ -206,30 +209,47 @@ impl Session {
             )
             .await
             .map_err(engine_error)?;
-        result.epoch = h.position.epoch;
+        result.epoch = h.position.epoch.clone();
         result.offset = h.position.offset;
-        Ok(h.position.offset)
+        Ok(h.position)
     }
 
     async fn undo_subscriber(&self, channel: &str) {
-        if self.node.hub.remove_subscriber(channel, &self.client_id) {
-            let _ = self.node.engine.unsubscribe(channel).await;
+        self.node.hub.remove_subscriber(channel, &self.client_id);
+        self.unfollow_if_unused(channel).await;
+    }
+
+    /// Asks the engine to stop following `channel` when no local subscriber is left.
+    async fn unfollow_if_unused(&self, channel: &str) {
+        if !self.node.hub.has_subscribers(channel)
+            && let Err(e) = self.node.engine.unsubscribe(channel).await
+        {
+            tracing::warn!(channel, error = %e, "engine unsubscribe failed");
         }
     }
 
     /// Queues `reply` (after the replies already in `out`) and then lets the new
-    /// subscriptions deliver; finally announces the joins.
-    pub(super) async fn go_live_all(&self, out: &mut Vec<u8>, reply: &Reply, subs: Vec<LiveSub>) {
+    /// subscriptions deliver; finally announces the joins. Returns the channels whose held
+    /// publications showed a gap: they must recover at once.
+    pub(super) async fn go_live_all(
+        &self,
+        out: &mut Vec<u8>,
+        reply: &Reply,
+        subs: Vec<LiveSub>,
+    ) -> Vec<String> {
         Self::encode_reply(out, reply);
         let mut frame = Some(Bytes::from(std::mem::take(out)));
+        let mut gaps = Vec::new();
         if subs.is_empty() {
             if let Some(f) = frame {
                 self.send(f);
             }
-            return;
+            return gaps;
         }
         for live in &subs {
-            live.subscriber.go_live(frame.take(), live.after);
+            if live.subscriber.go_live(frame.take(), live.position.clone()) {
+                gaps.push(live.channel.clone());
+            }
         }
         for live in subs {
             if let Some(info) = live.join
@@ -238,6 +258,7 @@ impl Session {
                 tracing::warn!(channel = %live.channel, error = %e, "join publish failed");
             }
         }
+        gaps
     }
 
     /// The `unsubscribe` command.
@@ -252,7 +273,7 @@ impl Session {
     }
 
     /// A subscription requested through the server API.
-    pub(super) async fn server_subscribe(&mut self, channel: &str) {
+    pub(super) async fn server_subscribe(&mut self, channel: &str) -> Result<(), Disconnect> {
         let req = SubscribeRequest {
             channel: channel.to_string(),
             ..Default::default()
@@ -260,7 +281,9 @@ impl Session {
         match self.subscribe_channel(req, true, None, None).await {
             Ok((result, live)) => {
                 let frame = encode_push(channel, &PushBody::Subscribe(&result));
-                live.subscriber.go_live(Some(frame), live.after);
+                if live.subscriber.go_live(Some(frame), live.position.clone()) {
+                    return self.recover_channel(channel).await;
+                }
                 if let Some(info) = live.join {
                     let _ = self.node.engine.publish_join(channel, &info).await;
                 }
@@ -269,6 +292,7 @@ impl Session {
                 tracing::info!(client = %self.client_id, channel, error = %e, "server-side subscribe failed");
             }
         }
+        Ok(())
     }
 
     /// An unsubscription requested through the server API.
@@ -324,11 +348,8 @@ impl Session {
         handle: &ClientHandle,
     ) {
         let engine = &self.node.engine;
-        if self.node.hub.remove_subscriber(channel, &handle.id)
-            && let Err(e) = engine.unsubscribe(channel).await
-        {
-            tracing::warn!(channel, error = %e, "engine unsubscribe failed");
-        }
+        self.node.hub.remove_subscriber(channel, &handle.id);
+        self.unfollow_if_unused(channel).await;
         if sub.presence
             && let Err(e) = engine.remove_presence(channel, &handle.id).await
         {
