@@ -195,7 +195,7 @@ def test_ferrocast_accepts_the_shipped_configs(config, extra_env, compose):
 
 
 def test_readme_section_commands_match_the_files():
-    section = (ROOT / "deploy" / "README-section.md").read_text()
+    section = (ROOT / "README.md").read_text()
     assert "docker compose up" in section
     assert "docker compose exec redis redis-cli XADD ferrocast:api '*' method publish" in section
     # Every command line's payload is valid JSON.

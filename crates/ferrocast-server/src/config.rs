@@ -246,6 +246,32 @@ pub struct Overrides {
 /// Environment variables reserved for the process itself, not configuration keys.
 const NON_CONFIG_ENV: &[&str] = &["FERROCAST_CONFIG"];
 
+/// Whether `name` is one of the variables Kubernetes injects for a Service (service
+/// links), e.g. `FERROCAST_SERVICE_HOST` or `FERROCAST_INTERNAL_PORT_9000_TCP_ADDR` for a
+/// Service named `ferrocast-internal`. They are not configuration and are ignored.
+fn is_kubernetes_service_link(name: &str, value: &str) -> bool {
+    let url_like = ["tcp://", "udp://", "sctp://"]
+        .iter()
+        .any(|p| value.starts_with(p));
+    let parts: Vec<&str> = name.split('_').collect();
+    (1..parts.len()).any(|i| {
+        let rest = &parts[i + 1..];
+        match parts[i] {
+            "SERVICE" => matches!(rest, ["HOST"] | ["PORT"] | ["PORT", _]),
+            "PORT" => match rest {
+                [] => url_like,
+                [port, proto, tail @ ..] => {
+                    port.chars().all(|c| c.is_ascii_digit())
+                        && matches!(*proto, "TCP" | "UDP" | "SCTP")
+                        && matches!(tail, [] | ["PROTO"] | ["PORT"] | ["ADDR"])
+                }
+                _ => false,
+            },
+            _ => false,
+        }
+    })
+}
+
 fn read_file(path: &Path) -> Result<Value, ConfigError> {
     let p = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -368,6 +394,9 @@ impl Config {
                 .iter()
                 .find(|(path, _)| path.replace('.', "_").to_ascii_uppercase() == rest);
             let Some((path, default)) = found else {
+                if is_kubernetes_service_link(&name, &text) {
+                    continue;
+                }
                 return Err(ConfigError::UnknownEnv(name));
             };
             let v = env_value(path, &text, default)?;
@@ -524,6 +553,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("history_ttl"), "{e}");
+    }
+
+    #[test]
+    fn kubernetes_service_links_are_ignored_not_refused() {
+        let cfg = load_str(
+            "",
+            &[
+                ("FERROCAST_SERVICE_HOST", "10.0.0.1"),
+                ("FERROCAST_SERVICE_PORT", "8000"),
+                ("FERROCAST_SERVICE_PORT_HTTP", "8000"),
+                ("FERROCAST_PORT", "tcp://10.0.0.1:8000"),
+                ("FERROCAST_PORT_8000_TCP", "tcp://10.0.0.1:8000"),
+                ("FERROCAST_PORT_8000_TCP_ADDR", "10.0.0.1"),
+                ("FERROCAST_INTERNAL_SERVICE_HOST", "10.0.0.2"),
+                ("FERROCAST_INTERNAL_PORT_9000_TCP_PORT", "9000"),
+                ("FERROCAST_HTTP_SERVER_PORT", "9001"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(cfg.http_server.port, 9001);
+        let e = load_str("", &[("FERROCAST_CLIENT_PORT_X", "1")]).unwrap_err();
+        assert!(e.to_string().contains("FERROCAST_CLIENT_PORT_X"));
+        // A misspelt key ending in _PORT is still refused.
+        let e = load_str("", &[("FERROCAST_HTTP_SERVER_INTRNAL_PORT", "9000")]).unwrap_err();
+        assert!(e.to_string().contains("INTRNAL"));
     }
 
     #[test]
