@@ -169,14 +169,11 @@ start_redis() {
     return 1
 }
 
-# --- one load generator run ---------------------------------------------------------------
-# run_lg WORKLOAD [loadgen args...]: appends the JSON line (plus broker CPU and RSS) to
-# $RESULTS and prints it.
 total_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat; }
 
 # --- one load generator run ---------------------------------------------------------------
-# run_lg WORKLOAD [loadgen args...]: appends the JSON line (plus broker CPU and RSS, and the
-# CPU used by other processes of the machine meanwhile) to $RESULTS and prints it.
+# run_lg WORKLOAD [loadgen args...]: prints the load generator's JSON line plus the broker's
+# CPU and RSS and the CPU used by other processes of the machine meanwhile.
 run_lg() {
     local w=$1
     shift
@@ -201,8 +198,38 @@ run_lg() {
     json=$(echo "$json" | jq -c --arg w "$w" --argjson cpu "$cpu" --argjson rss "$rss" \
         --argjson other "$other" --arg load "$(cut -d' ' -f1-3 /proc/loadavg)" \
         '. + {workload: $w, server_cpu_pct: $cpu, server_rss_kb: $rss, other_cpu_pct: $other, loadavg: $load}')
-    echo "$json" >>"$RESULTS"
     echo "$json"
+}
+
+# measure WORKLOAD [loadgen args...]: run_lg, repeated (at most NOISE_RETRIES times per call
+# and RETRY_BUDGET times per script) while other processes used more than NOISE_MAX % CPU;
+# the quietest attempt is recorded in $RESULTS and printed.
+NOISE_MAX=${NOISE_MAX:-30}
+NOISE_RETRIES=${NOISE_RETRIES:-2}
+RETRY_BUDGET=${RETRY_BUDGET:-12}
+RETRY_BUDGET_START=$RETRY_BUDGET
+echo "$RETRY_BUDGET" >"$WORK/retry_budget"
+measure() {
+    local best="" json attempt other best_other=1000000 budget tries=0
+    for ((attempt = 0; attempt <= NOISE_RETRIES; attempt++)); do
+        tries=$((tries + 1))
+        json=$(run_lg "$@")
+        other=$(echo "$json" | jq -r '.other_cpu_pct // 0')
+        if [ "$other" -lt "$best_other" ]; then
+            best=$json
+            best_other=$other
+        fi
+        [ "$other" -le "$NOISE_MAX" ] && break
+        # The budget lives in a file: measure runs in command substitutions (subshells).
+        budget=$(cat "$WORK/retry_budget")
+        [ "$budget" -gt 0 ] || break
+        echo $((budget - 1)) >"$WORK/retry_budget"
+        log "$1: other processes used ${other}% CPU meanwhile: measuring again"
+        sleep 2
+    done
+    best=$(echo "$best" | jq -c --argjson n "$tries" '. + {attempts: $n}')
+    echo "$best" >>"$RESULTS"
+    echo "$best"
 }
 
 # Strict criterion of the brief: zero loss, no duplicates, no errors, p99 < 50 ms.
@@ -228,14 +255,15 @@ fi
 declare -A BEST BEST_SUSTAINED
 
 w1_steps() { # workload publish-args...
-    local w=$1 rate json best=0 sustained=0
+    local w=$1 rate json best=0 sustained=0 strict_ok=1
     shift
     for rate in $RATES; do
         log "$w: 2,000 subscribers on one channel, $rate msg/s"
-        json=$(run_lg "$w" --connections 2000 --connect-rate 2000 --channels shared \
+        json=$(measure "$w" --connections 2000 --connect-rate 2000 --channels shared \
             --rate "$rate" --duration "$STEP_SECS" --drain-secs 5 --payload-size 128 "$@")
         log "$w: $(echo "$json" | jq -c '{published, publish_rate, lost, p50: .latency_us.p50, p99: .latency_us.p99, errors, server_cpu_pct, loadgen_cpu_secs, other_cpu_pct}')"
-        if ok_strict "$json"; then best=$rate; fi
+        # Strict: the highest rate up to which every step passed.
+        if [ "$strict_ok" = 1 ] && ok_strict "$json"; then best=$rate; else strict_ok=0; fi
         if ok_sustained "$json"; then
             sustained=$rate
         else
@@ -260,13 +288,13 @@ ensure_nats() {
 if want W0; then
     start_ferrocast
     log "W0: baseline, 1 subscriber, 100 msg/s"
-    run_lg W0 --insecure --publish http --api-key bench-api-key --connections 1 \
+    measure W0 --insecure --publish http --api-key bench-api-key --connections 1 \
         --rate 100 --duration "$STEP_SECS" --drain-secs 2 >/dev/null
     stop_servers
     if ensure_nats; then
         start_nats
         log "W0n: baseline against nats-server, 1 subscriber, 100 msg/s"
-        run_lg W0n --protocol nats --publish client --connections 1 \
+        measure W0n --protocol nats --publish client --connections 1 \
             --rate 100 --duration "$STEP_SECS" --drain-secs 2 >/dev/null
         stop_servers
     fi
@@ -302,7 +330,7 @@ if want W2; then
         SRV_PIDS+=("$REDIS_PID")
         for rate in 100 200 500 1000; do
             log "W2: 3 nodes + Redis, 2,000 subscribers, $rate msg/s (HTTP publish to node 1)"
-            json=$(run_lg W2 --insecure --publish http --api-key bench-api-key --api-url "$API_URL" \
+            json=$(measure W2 --insecure --publish http --api-key bench-api-key --api-url "$API_URL" \
                 --connections 2000 --connect-rate 2000 --channels shared --rate "$rate" \
                 --duration "$STEP_SECS" --drain-secs 5)
             log "W2: $(echo "$json" | jq -c '{published, publish_rate, lost, p50: .latency_us.p50, p99: .latency_us.p99, errors}')"
@@ -319,7 +347,7 @@ if want W3; then
     start_ferrocast
     if [ "$QUICK" = 1 ]; then W3_SECS=5; else W3_SECS=10; fi
     log "W3: 10,000 subscribers over 5,000 channels, 5,000 msg/s"
-    run_lg W3 --insecure --publish http --api-key bench-api-key --connections 10000 \
+    measure W3 --insecure --publish http --api-key bench-api-key --connections 10000 \
         --connect-rate 2500 --channels many:5000 --rate 5000 --duration "$W3_SECS" \
         --drain-secs 5 --payload-size 128 >/dev/null
     stop_servers
@@ -404,7 +432,7 @@ fi
 if want W5; then
     start_ferrocast
     log "W5: 10,000 clients connecting at once"
-    run_lg W5 --insecure --idle --connections 10000 --connect-rate 0 --channels shared \
+    measure W5 --insecure --idle --connections 10000 --connect-rate 0 --channels shared \
         --duration 2 --connect-timeout 30 >/dev/null
     stop_servers
 fi
@@ -457,10 +485,13 @@ errs='((.errors // {}) | to_entries | map("\(.key)=\(.value)") | join(" ") | if 
     echo "- Latency: publisher send time to subscriber receive time in the same load generator process (one clock),"
     echo "  including the load generator's own queuing. \"loadgen CPU s\" is the load generator's CPU time for the whole"
     echo "  run (connect + publish + drain, about ${STEP_SECS}-$((STEP_SECS + 6)) s of wall time in W1)."
-    echo "- W1 criteria: *strict* = zero loss, no duplicates, no errors, p99 < 50 ms; *sustained* = zero loss, no"
+    echo "- W1 criteria: *strict* = zero loss, no duplicates, no errors, p99 < 50 ms (the summary gives the highest"
+    echo "  rate up to which every step passed); *sustained* = zero loss, no"
     echo "  errors, the publisher kept >= 95 % of the target rate, p99 < 1 s. Steps go up until one is not sustained."
     echo "- \"broker CPU %\" is of one core (the broker is pinned to one); \"other CPU %\" is what the rest of the"
     echo "  machine used meanwhile (other processes; well above 0 means a noisy measurement)."
+    echo "- A run during which other processes used more than ${NOISE_MAX} % CPU is repeated (up to ${NOISE_RETRIES} times, budget"
+    echo "  ${RETRY_BUDGET_START} for the whole script) and the quietest attempt is kept (\`attempts\` in the raw JSON)."
     echo "- Raw JSON lines: \`$RAW\`."
     echo
     echo "## Summary"
