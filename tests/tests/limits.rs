@@ -263,3 +263,49 @@ async fn slow_consumer_is_closed_3008_and_others_get_everything() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn subscribing_to_ten_thousand_channels_is_capped_then_cut_off() {
+    use ferrocast_tests::client::Event;
+    let n = NodeProcess::start(base_config()).await;
+    let mut by = bystander(&n).await;
+    let (mut c, _) = Client::connect(&n.ws_url(), &user_token("greedy")).await;
+    let (mut ok, mut limited, mut throttled) = (0, 0, 0);
+    let mut close = None;
+    'frames: for frame in 0..10u32 {
+        let text: Vec<String> = (0..1000)
+            .map(|i| {
+                let id = 10 + frame * 1000 + i;
+                json!({"id": id, "subscribe": {"channel": format!("ch{id}")}}).to_string()
+            })
+            .collect();
+        c.send_text(text.join("\n")).await;
+        let mut replies = 0;
+        while replies < 1000 {
+            match c.read_event(Duration::from_secs(10)).await {
+                Some(Event::Json(r)) => {
+                    replies += 1;
+                    match r["error"]["code"].as_u64() {
+                        None if r.get("subscribe").is_some() => ok += 1,
+                        Some(106) => limited += 1,
+                        Some(111) => throttled += 1,
+                        _ => panic!("unexpected reply {r}"),
+                    }
+                }
+                Some(Event::Closed(code, _)) => {
+                    close = Some(code);
+                    break 'frames;
+                }
+                None => panic!("no reply"),
+            }
+        }
+    }
+    // channel_limit 128, the rest of the 500-command burst gets 106, then 111 until
+    // command_rate_disconnect_after (100) rejections in a row close the connection.
+    println!("ok {ok}, 106: {limited}, 111: {throttled}, close {close:?}");
+    assert_eq!(ok, 128);
+    assert!((360..=380).contains(&limited), "{limited}");
+    assert_eq!(throttled, 100);
+    assert_eq!(close, Some(3013));
+    bystander_still_served(&n, &mut by).await;
+}

@@ -11,7 +11,7 @@ pub const SUBSCRIPTIONS: &str = "ferrocast_subscriptions";
 pub const CHANNELS: &str = "ferrocast_channels";
 /// Distinct users on this node (gauge).
 pub const USERS: &str = "ferrocast_users";
-/// Messages sent to clients, by `type` (reply, pub, join, leave, ...).
+/// Messages fanned out to clients, by `type` (pub, join, leave).
 pub const MESSAGES_SENT: &str = "ferrocast_messages_sent_total";
 /// Commands received from clients, by `method`.
 pub const MESSAGES_RECEIVED: &str = "ferrocast_messages_received_total";

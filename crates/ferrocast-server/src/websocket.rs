@@ -27,7 +27,7 @@ use tokio_util::task::TaskTracker;
 type Ws = WebSocketStream<TokioIo<Upgraded>>;
 
 /// Largest WebSocket message the writer builds when joining queued frames.
-const MAX_BATCH_MESSAGE: usize = 64 * 1024;
+const MAX_BATCH_MESSAGE: usize = 16 * 1024;
 
 /// Why an upgrade request was refused.
 #[derive(Debug, thiserror::Error)]
