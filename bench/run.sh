@@ -20,7 +20,8 @@
 #   W3  many channels: 10,000 subscribers over 5,000 channels, 5,000 msg/s.
 #   W4  idle memory: broker RSS before/after 10,000 idle connections, one channel each
 #       (W4n: the same against nats-server).
-#   W4b memory kept after a burst: 2,000 idle subscribers, RSS before/after 4 s at 3,000 msg/s.
+#   W4b memory kept after a burst: 2,000 idle subscribers, RSS before/after 4 s at 3,000 msg/s,
+#       and 5 s after they all disconnected.
 #   W5  connection storm: 10,000 clients connecting at once, time until all subscribed.
 set -euo pipefail
 
@@ -417,7 +418,7 @@ if want W4b; then
     sleep 2
     r2=$(rss_kb "$P")
     wait "$lgpid" || true
-    sleep 2
+    sleep 5
     r3=$(rss_kb "$P")
     jq -c --argjson r1 "$r1" --argjson r2 "$r2" --argjson r3 "$r3" --argjson burst "$burst" \
         '{workload: "W4b", connections, subscribed, received, errors,
@@ -443,7 +444,7 @@ MEM=$(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)
 DATE=$(date -u +"%Y-%m-%d %H:%M UTC")
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 DIRTY=$(git status --porcelain -- crates 2>/dev/null | grep -q . && echo " (with uncommitted changes)" || true)
-NATS_V=$(nats-server --version 2>/dev/null || echo "n/a")
+NATS_V=$(nats-server --version 2>/dev/null | sed "s/^nats-server: //" || echo "n/a")
 
 table_steps() { # workload
     echo "| run | msg/s | achieved msg/s | published | expected | received | lost | dup | ooo | deliveries/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | broker CPU % | loadgen CPU s | other CPU % | errors |"
