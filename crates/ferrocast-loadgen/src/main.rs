@@ -126,12 +126,6 @@ struct Args {
     /// Touch this file once every connection is set up (for scripts measuring memory).
     #[arg(long)]
     ready_file: Option<PathBuf>,
-    /// Keep each receiver thread busy (a task that yields in a loop) instead of letting it
-    /// sleep in epoll. On VMs where waking an idle vCPU is expensive, a sleeping receiver
-    /// makes every send of the broker pay that wake-up; spinning removes it (and burns
-    /// the receiver core, so loadgen CPU no longer shows saturation).
-    #[arg(long)]
-    spin: bool,
     /// Free text copied into the JSON output.
     #[arg(long, default_value = "")]
     label: String,
@@ -271,7 +265,6 @@ fn worker(
     shared: Arc<Shared>,
     mine: Vec<(usize, Instant)>,
     stop: watch::Receiver<bool>,
-    spin: bool,
 ) -> anyhow::Result<WorkerOut> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -283,14 +276,6 @@ fn worker(
             shared,
             stats: ThreadStats::new(),
         });
-        if spin {
-            let mut stop = stop.clone();
-            tokio::task::spawn_local(async move {
-                while !*stop.borrow_and_update() {
-                    tokio::task::yield_now().await;
-                }
-            });
-        }
         let mut handles = Vec::with_capacity(mine.len());
         for (i, at) in mine {
             let ch = cfg.channel_of(i);
@@ -366,11 +351,11 @@ fn main() -> anyhow::Result<()> {
     }
     let mut joins = Vec::new();
     for (t, mine) in per_thread.into_iter().enumerate() {
-        let (cfg, shared, stop, spin) = (cfg.clone(), shared.clone(), stop_rx.clone(), args.spin);
+        let (cfg, shared, stop) = (cfg.clone(), shared.clone(), stop_rx.clone());
         joins.push(
             std::thread::Builder::new()
                 .name(format!("loadgen-{t}"))
-                .spawn(move || worker(cfg, shared, mine, stop, spin))?,
+                .spawn(move || worker(cfg, shared, mine, stop))?,
         );
     }
 
@@ -564,7 +549,6 @@ fn main() -> anyhow::Result<()> {
             "max": round1(setup_hist.max() as f64 / 1000.0),
         },
         "pings_answered": pings,
-        "spin": args.spin,
         "errors": errors,
         "loadgen_cpu_secs": round3(cpu_secs()),
     });
