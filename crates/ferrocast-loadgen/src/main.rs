@@ -199,7 +199,7 @@ fn build_config(a: &Args) -> anyhow::Result<Config> {
     if a.connections == 0 {
         bail!("--connections must be > 0");
     }
-    if !(a.rate > 0.0) && !a.idle {
+    if (a.rate.is_nan() || a.rate <= 0.0) && !a.idle {
         bail!("--rate must be > 0");
     }
     if a.protocol == Protocol::Centrifugo && !a.insecure {

@@ -85,7 +85,7 @@ pub struct Reader {
 }
 
 impl Reader {
-    pub fn feed<'s>(&'s mut self, frame: &[u8], f: impl FnMut(Item<'_>)) -> Result<(), String> {
+    pub fn feed(&mut self, frame: &[u8], f: impl FnMut(Item<'_>)) -> Result<(), String> {
         if self.buf.is_empty() {
             let used = parse(frame, f)?;
             self.buf.extend_from_slice(&frame[used..]);

@@ -149,11 +149,14 @@ pub fn payload_seq_ts(data: &[u8]) -> Option<(u64, u64)> {
     seq_ts(data)
 }
 
+/// `(seq, ts)` read from a publication payload.
+pub type SeqTs = (u64, u64);
+
 /// Channel, `seq` and `ts` of a Centrifugo publication push line
 /// (`{"push":{"channel":"..","pub":{"data":{..}}}}`), with a fast path for the exact
 /// layout the broker writes and a general scan otherwise.
 #[inline]
-pub fn parse_push(line: &[u8]) -> Option<(&[u8], Option<(u64, u64)>)> {
+pub fn parse_push(line: &[u8]) -> Option<(&[u8], Option<SeqTs>)> {
     const HEAD: &[u8] = b"{\"push\":{\"channel\":\"";
     const DATA: &[u8] = b"\",\"pub\":{\"data\":";
     if let Some(rest) = line.strip_prefix(HEAD)

@@ -17,7 +17,6 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
-use tokio::sync::mpsc;
 
 const SHARDS: usize = 32;
 
@@ -60,7 +59,7 @@ pub struct ClientHandle {
     /// Outbound queue.
     pub outbox: Arc<Outbox>,
     /// Requests to the session.
-    pub control: mpsc::Sender<SessionControl>,
+    pub control: Arc<crate::control::ControlQueue>,
 }
 
 impl ClientHandle {
@@ -74,7 +73,7 @@ impl ClientHandle {
     /// Hands a request to the session without blocking; a session too busy to take it
     /// is closed with `fallback` so that nothing is silently skipped.
     pub fn control(&self, ctl: SessionControl, fallback: Disconnect) {
-        if let Err(e) = self.control.try_send(ctl) {
+        if let Err(e) = self.control.try_push(ctl) {
             tracing::warn!(client = %self.id, error = %e, "session control queue full");
             self.outbox.close(fallback);
         }

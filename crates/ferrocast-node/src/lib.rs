@@ -11,6 +11,7 @@ pub mod auth;
 pub mod channels;
 pub mod cluster;
 pub mod config;
+pub mod control;
 pub mod duration;
 pub mod hub;
 pub mod ingest;

@@ -11,6 +11,9 @@ use parking_lot::Mutex;
 use std::collections::VecDeque;
 use tokio::sync::Notify;
 
+/// Queue capacity (in frames) above which a drained queue releases its memory.
+const SHRINK_ABOVE: usize = 64;
+
 /// What the writer should do next.
 #[derive(Debug)]
 pub enum Outgoing {
@@ -118,6 +121,10 @@ impl Outbox {
                 if !s.frames.is_empty() {
                     into.extend(s.frames.drain(..));
                     s.bytes = 0;
+                    if s.frames.capacity() > SHRINK_ABOVE {
+                        // Give back what a burst grew; idle connections stay small.
+                        s.frames = VecDeque::new();
+                    }
                     return Outgoing::Frames;
                 }
                 if let Some(reason) = &s.close {

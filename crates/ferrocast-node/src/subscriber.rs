@@ -151,11 +151,10 @@ impl Subscriber {
 mod tests {
     use super::*;
     use crate::outbox::{Outbox, Outgoing};
-    use tokio::sync::mpsc;
 
     fn subscriber(recoverable: bool) -> (Subscriber, Arc<Outbox>) {
         let outbox = Arc::new(Outbox::new(1 << 20));
-        let (control, _) = mpsc::channel(1);
+        let control = Arc::new(crate::control::ControlQueue::default());
         let client = Arc::new(ClientHandle {
             id: "c".into(),
             user: "u".into(),

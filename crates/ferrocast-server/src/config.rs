@@ -32,6 +32,9 @@ pub struct HttpServerConfig {
     pub connection_rate_per_ip: u32,
     /// Burst of connections from one IP address above the rate.
     pub connection_burst_per_ip: u32,
+    /// Pending TCP connections the kernel queues before they are accepted (a reconnect
+    /// storm after a deploy arrives all at once).
+    pub listen_backlog: u32,
 }
 
 impl Default for HttpServerConfig {
@@ -44,6 +47,7 @@ impl Default for HttpServerConfig {
             internal_address: None,
             connection_rate_per_ip: 0,
             connection_burst_per_ip: 50,
+            listen_backlog: 4096,
         }
     }
 }
@@ -453,6 +457,11 @@ impl Config {
         {
             return Err(ConfigError::Invalid(
                 "http_server.connection_burst_per_ip must be positive".into(),
+            ));
+        }
+        if self.http_server.listen_backlog == 0 {
+            return Err(ConfigError::Invalid(
+                "http_server.listen_backlog must be positive".into(),
             ));
         }
         if self.http_api.max_body_size == 0 {

@@ -76,7 +76,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     )
     .await?;
     let addr = format!("{}:{}", cfg.http_server.address, cfg.http_server.port);
-    let listener = TcpListener::bind(&addr)
+    let listener = listen(&addr, cfg.http_server.listen_backlog)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
@@ -88,7 +88,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
                 .clone()
                 .unwrap_or_else(|| cfg.http_server.address.clone());
             let addr = format!("{host}:{port}");
-            let l = TcpListener::bind(&addr)
+            let l = listen(&addr, cfg.http_server.listen_backlog)
                 .await
                 .with_context(|| format!("cannot listen on {addr}"))?;
             tracing::info!(address = %l.local_addr()?, "listening internal");
@@ -150,6 +150,24 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let _ = tokio::time::timeout(Duration::from_secs(2), http_conns.wait()).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Binds `addr` (host:port, names resolved) with the given accept backlog.
+async fn listen(addr: &str, backlog: u32) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr).await? {
+        let socket = if a.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket.bind(a).and_then(|()| socket.listen(backlog)) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no address")))
 }
 
 async fn wait_for_signal() {

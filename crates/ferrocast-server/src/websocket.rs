@@ -26,6 +26,10 @@ use tokio_util::task::TaskTracker;
 
 type Ws = WebSocketStream<TokioIo<Upgraded>>;
 
+/// Read buffer per connection: client commands are small, and larger messages are simply
+/// read in several steps. This buffer is most of an idle connection's memory.
+const READ_BUFFER: usize = 2048;
+
 /// Largest WebSocket message the writer builds when joining queued frames.
 const MAX_BATCH_MESSAGE: usize = 16 * 1024;
 
@@ -124,7 +128,7 @@ pub fn switching_protocols<B: Default>(accept: String) -> Response<B> {
 pub async fn serve_socket(node: Arc<Node>, upgraded: Upgraded, tracker: TaskTracker) {
     let max = node.client.max_message_size;
     let config = WebSocketConfig::default()
-        .read_buffer_size(4096)
+        .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
         .max_write_buffer_size(node.client.queue_max_size.max(MAX_BATCH_MESSAGE) * 2)
         .max_message_size(Some(max))
@@ -167,6 +171,9 @@ async fn write_loop(mut sink: SplitSink<Ws, Message>, outbox: Arc<Outbox>) {
     let mut batch: Vec<Bytes> = Vec::new();
     loop {
         batch.clear();
+        if batch.capacity() > 64 {
+            batch = Vec::new();
+        }
         match outbox.next(&mut batch).await {
             Outgoing::Frames => {
                 if write_batch(&mut sink, &batch).await.is_err() {

@@ -65,7 +65,7 @@ impl Session {
             id: self.client_id.clone(),
             user: claims.sub.clone(),
             outbox: self.outbox.clone(),
-            control: self.control_tx.clone(),
+            control: self.control.clone(),
         });
         node.hub.add_client(handle.clone());
         self.connected = Some(Connected {

@@ -20,7 +20,6 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 
 /// Something a transport received from the client.
 #[derive(Debug)]
@@ -100,8 +99,7 @@ pub struct Session {
     node: Arc<Node>,
     client_id: String,
     outbox: Arc<Outbox>,
-    control_tx: mpsc::Sender<SessionControl>,
-    control_rx: mpsc::Receiver<SessionControl>,
+    control: Arc<crate::control::ControlQueue>,
     connected: Option<Connected>,
     connect_deadline: Instant,
     next_ping: Option<Instant>,
@@ -109,8 +107,6 @@ pub struct Session {
     next_presence: Option<Instant>,
     limiter: Option<RateLimiter>,
 }
-
-const CONTROL_QUEUE: usize = 64;
 
 /// Current Unix time in seconds.
 pub(crate) fn unix_now() -> i64 {
@@ -125,7 +121,7 @@ impl Session {
     /// drains the returned outbox.
     pub fn new(node: Arc<Node>) -> (Session, Arc<Outbox>) {
         let outbox = Arc::new(Outbox::new(node.client.queue_max_size));
-        let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
+
         let limiter = RateLimiter::new(
             node.client.command_rate_limit,
             node.client.command_rate_burst,
@@ -135,8 +131,7 @@ impl Session {
             connect_deadline: Instant::now() + node.client.connect_timeout,
             node,
             outbox: outbox.clone(),
-            control_tx,
-            control_rx,
+            control: Arc::default(),
             connected: None,
             next_ping: None,
             pong_deadline: None,
@@ -153,7 +148,7 @@ impl Session {
             let step = tokio::select! {
                 biased;
                 reason = self.outbox.closed() => Err(reason),
-                Some(ctl) = self.control_rx.recv() => self.handle_control(ctl).await,
+                ctl = self.control.recv() => self.handle_control(ctl).await,
                 incoming = source.next() => match incoming {
                     Incoming::Frame(frame) => self.handle_frame(&frame).await,
                     Incoming::Binary | Incoming::TooLarge | Incoming::Invalid => Err(Disconnect::BAD_REQUEST),
@@ -309,12 +304,8 @@ impl Session {
         let Some(mut c) = self.connected.take() else {
             return;
         };
-        let channels: Vec<String> = c.subs.keys().cloned().collect();
-        for channel in channels {
-            if let Some(sub) = c.subs.remove(&channel) {
-                self.release_subscription(&channel, sub, &c.handle).await;
-            }
-        }
+        // The connection is gone for everyone before its leaves are announced, so a client
+        // that sees the leave also sees the user offline.
         self.node.hub.remove_client(&c.handle);
         if !c.handle.user.is_empty()
             && let Err(e) = self
@@ -324,6 +315,12 @@ impl Session {
                 .await
         {
             tracing::debug!(error = %e, "user connection removal failed");
+        }
+        let channels: Vec<String> = c.subs.keys().cloned().collect();
+        for channel in channels {
+            if let Some(sub) = c.subs.remove(&channel) {
+                self.release_subscription(&channel, sub, &c.handle).await;
+            }
         }
     }
 
