@@ -142,19 +142,22 @@ impl Session {
     }
 
     /// Runs the session until the connection ends; returns why it ended.
+    ///
+    /// Command handling is boxed: its future is large (connect, subscribe, recovery...)
+    /// and would otherwise be part of every idle connection's task.
     pub async fn run<S: FrameSource>(mut self, mut source: S) -> Disconnect {
         let reason = loop {
             let deadline = self.next_deadline();
             let step = tokio::select! {
                 biased;
                 reason = self.outbox.closed() => Err(reason),
-                ctl = self.control.recv() => self.handle_control(ctl).await,
+                ctl = self.control.recv() => Box::pin(self.handle_control(ctl)).await,
                 incoming = source.next() => match incoming {
-                    Incoming::Frame(frame) => self.handle_frame(&frame).await,
+                    Incoming::Frame(frame) => Box::pin(self.handle_frame(&frame)).await,
                     Incoming::Binary | Incoming::TooLarge | Incoming::Invalid => Err(Disconnect::BAD_REQUEST),
                     Incoming::Closed => Err(Disconnect::CONNECTION_CLOSED),
                 },
-                _ = tokio::time::sleep_until(deadline.into()) => self.on_timer(Instant::now()).await,
+                _ = tokio::time::sleep_until(deadline.into()) => Box::pin(self.on_timer(Instant::now())).await,
             };
             if let Err(reason) = step {
                 break reason;
