@@ -499,7 +499,7 @@ errs='((.errors // {}) | to_entries | map("\(.key)=\(.value)") | join(" ") | if 
     echo
     echo "| workload | result |"
     echo "|---|---|"
-    jq -r 'select(.workload == "W0" or .workload == "W0n") | "| \(.workload) baseline, \(.protocol), 1 subscriber, \(.target_rate) msg/s | p50 \(.latency_us.p50 / 1000) ms, p99 \(.latency_us.p99 / 1000) ms, lost \(.lost) |"' "$RESULTS"
+    jq -r 'select(.workload == "W0" or .workload == "W0n") | "| \(.workload) baseline, \(if .protocol == "centrifugo" then "ferrocast" else .protocol end), 1 subscriber, \(.target_rate) msg/s | p50 \(.latency_us.p50 / 1000) ms, p99 \(.latency_us.p99 / 1000) ms, lost \(.lost) |"' "$RESULTS"
     for w in W1 W1c W1n; do
         want "$w" || continue
         case $w in
@@ -512,7 +512,7 @@ errs='((.errors // {}) | to_entries | map("\(.key)=\(.value)") | join(" ") | if 
     done
     jq -r 'select(.workload == "W2") | "| W2 3 nodes + Redis, 2,000 subscribers, \(.target_rate) msg/s | achieved \(.publish_rate) msg/s, lost \(.lost), p50 \(.latency_us.p50 / 1000) ms, p99 \(.latency_us.p99 / 1000) ms |"' "$RESULTS"
     jq -r "select(.workload == \"W3\") | \"| W3 10,000 subscribers over 5,000 channels, \(.target_rate) msg/s | achieved \(.publish_rate) msg/s, lost \(.lost) of \(.expected), p50 \(.latency_us.p50 / 1000) ms, p99 \(.latency_us.p99 / 1000) ms, max \(.latency_us.max / 1000) ms, errors: \($errs) |\"" "$RESULTS"
-    jq -r 'select(.workload == "W4" or .workload == "W4n") | "| \(.workload) idle memory, \(.protocol), \(.subscribed) connections (one channel each) | RSS \(.server_rss_before_kb) KB -> \(.server_rss_after_kb) KB: **\(.kb_per_connection) KB per connection** |"' "$RESULTS"
+    jq -r 'select(.workload == "W4" or .workload == "W4n") | "| \(.workload) idle memory, \(if .protocol == "centrifugo" then "ferrocast" else .protocol end), \(.subscribed) connections (one channel each) | RSS \(.server_rss_before_kb) KB -> \(.server_rss_after_kb) KB: **\(.kb_per_connection) KB per connection** |"' "$RESULTS"
     jq -r 'select(.workload == "W4b") | "| W4b memory kept after a burst, 2,000 idle subscribers | RSS \(.rss_idle_kb) KB idle -> \(.rss_after_burst_kb) KB after \(.burst_published) msgs at 3,000 msg/s (still connected: **+\(.retained_kb_per_connection) KB per connection**) -> \(.rss_after_disconnect_kb) KB after all disconnected |"' "$RESULTS"
     jq -r "select(.workload == \"W5\") | \"| W5 storm, \(.connections) clients at once | \(.subscribed) subscribed after \(.connect_secs) s (setup p50 \(.setup_ms.p50) ms, p99 \(.setup_ms.p99) ms, max \(.setup_ms.max) ms), errors: \($errs) |\"" "$RESULTS"
     echo
