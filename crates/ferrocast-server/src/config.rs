@@ -483,21 +483,11 @@ mod tests {
     use super::*;
 
     fn load_str(toml_text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let dir = tempfile_dir();
-        let path = dir.join("c.toml");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
         std::fs::write(&path, toml_text).unwrap();
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
         Config::load(Some(&path), env, &Overrides::default())
-    }
-
-    fn tempfile_dir() -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!("ferrocast-cfg-{}", uuid_like()));
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
-
-    fn uuid_like() -> String {
-        format!("{}-{}", std::process::id(), fastrand::u64(..))
     }
 
     #[test]
@@ -591,8 +581,8 @@ mod tests {
 
     #[test]
     fn json_files_work() {
-        let dir = tempfile_dir();
-        let path = dir.join("c.json");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.json");
         std::fs::write(
             &path,
             r#"{"channel":{"namespaces":[{"name":"chat","presence":true,"history_size":10,"history_ttl":"60s"}]}}"#,
