@@ -198,6 +198,20 @@ impl RedisEngine {
     fn first(&self) -> &Shard {
         &self.inner.shards[0]
     }
+
+    /// Publishes an envelope that has no stream position (joins, leaves).
+    async fn publish_unstored(
+        &self,
+        channel: &str,
+        envelope: &Envelope,
+    ) -> Result<(), EngineError> {
+        let msg = encode_message(0, "", envelope);
+        let mut conn = self.shard(channel).conn.get()?;
+        let key = self.inner.keys.pubsub(channel);
+        let cmd = redis::cmd("PUBLISH").arg(key).arg(msg).clone();
+        Conn::run(cmd.query_async::<i64>(&mut conn)).await?;
+        Ok(())
+    }
 }
 
 fn parse_entries(value: Value) -> Result<Vec<Publication>, EngineError> {
@@ -316,31 +330,13 @@ impl Engine for RedisEngine {
     }
 
     async fn publish_join(&self, channel: &str, info: &ClientInfo) -> Result<(), EngineError> {
-        let msg = encode_message(0, "", &Envelope::Join(WireClientInfo::from_info(info)));
-        let mut conn = self.shard(channel).conn.get()?;
-        let key = self.inner.keys.pubsub(channel);
-        Conn::run(
-            redis::cmd("PUBLISH")
-                .arg(key)
-                .arg(msg)
-                .query_async::<i64>(&mut conn),
-        )
-        .await?;
-        Ok(())
+        let envelope = Envelope::Join(WireClientInfo::from_info(info));
+        self.publish_unstored(channel, &envelope).await
     }
 
     async fn publish_leave(&self, channel: &str, info: &ClientInfo) -> Result<(), EngineError> {
-        let msg = encode_message(0, "", &Envelope::Leave(WireClientInfo::from_info(info)));
-        let mut conn = self.shard(channel).conn.get()?;
-        let key = self.inner.keys.pubsub(channel);
-        Conn::run(
-            redis::cmd("PUBLISH")
-                .arg(key)
-                .arg(msg)
-                .query_async::<i64>(&mut conn),
-        )
-        .await?;
-        Ok(())
+        let envelope = Envelope::Leave(WireClientInfo::from_info(info));
+        self.publish_unstored(channel, &envelope).await
     }
 
     async fn subscribe(&self, channel: &str) -> Result<(), EngineError> {
