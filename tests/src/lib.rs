@@ -2,6 +2,7 @@
 //! with real WebSocket and HTTP clients.
 
 pub mod client;
+pub mod faults;
 pub mod node;
 pub mod proxy;
 pub mod recovering;
