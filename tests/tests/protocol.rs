@@ -9,6 +9,16 @@ async fn node() -> NodeProcess {
     NodeProcess::start(base_config()).await
 }
 
+/// Offsets of the publications in a history result.
+fn offsets_of(history: &serde_json::Value) -> Vec<u64> {
+    history["publications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["offset"].as_u64().unwrap())
+        .collect()
+}
+
 fn user_token(user: &str) -> String {
     token(json!({"sub": user, "exp": now() + 3600}))
 }
@@ -256,12 +266,7 @@ async fn history_limit_since_reverse() {
         .command("history", json!({"channel": "chat:h", "limit": 2}))
         .await["history"]
         .clone();
-    let offsets: Vec<u64> = h["publications"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["offset"].as_u64().unwrap())
-        .collect();
+    let offsets = offsets_of(&h);
     assert_eq!(offsets, vec![1, 2]);
     let h = c
         .command(
@@ -270,12 +275,7 @@ async fn history_limit_since_reverse() {
         )
         .await["history"]
         .clone();
-    let offsets: Vec<u64> = h["publications"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["offset"].as_u64().unwrap())
-        .collect();
+    let offsets = offsets_of(&h);
     assert_eq!(offsets, vec![5, 4]);
     let h = c
         .command(
@@ -284,12 +284,7 @@ async fn history_limit_since_reverse() {
         )
         .await["history"]
         .clone();
-    let offsets: Vec<u64> = h["publications"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["offset"].as_u64().unwrap())
-        .collect();
+    let offsets = offsets_of(&h);
     assert_eq!(offsets, vec![4, 5]);
     let r = c
         .command(
@@ -314,12 +309,7 @@ async fn history_size_is_respected() {
     let h = n
         .api_ok("history", json!({"channel": "feed:s", "limit": -1}))
         .await;
-    let offsets: Vec<u64> = h["publications"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["offset"].as_u64().unwrap())
-        .collect();
+    let offsets = offsets_of(&h);
     assert_eq!(offsets, vec![3, 4, 5]);
 }
 

@@ -1,6 +1,6 @@
 //! Command dispatch and the commands that need no subscription bookkeeping.
 
-use super::{Session, unix_now};
+use super::{Session, ttl_until, unix_now};
 use crate::auth::TokenError;
 use crate::config::ChannelOptions;
 use crate::metrics as m;
@@ -270,7 +270,7 @@ impl Session {
             return Err(Disconnect::INVALID_TOKEN);
         }
         c.expires_at = claims.exp;
-        let ttl = claims.exp.map_or(0, |e| (e - unix_now()).max(0) as u32);
+        let ttl = ttl_until(claims.exp);
         Ok(Ok(ReplyResult::Refresh(RefreshResult {
             client: self.client_id.clone(),
             version: crate::node::VERSION.to_string(),
@@ -305,7 +305,7 @@ impl Session {
             )));
         };
         sub.expires_at = claims.exp;
-        let ttl = claims.exp.map_or(0, |e| (e - unix_now()).max(0) as u32);
+        let ttl = ttl_until(claims.exp);
         Ok(Ok(ReplyResult::SubRefresh(SubRefreshResult {
             expires: claims.exp.is_some(),
             ttl,

@@ -1,7 +1,7 @@
 //! The `connect` command: authentication, limits and server-side subscriptions.
 
 use super::subscribe::LiveSub;
-use super::{Connected, Session, unix_now};
+use super::{Connected, Session, ttl_until};
 use crate::auth::{ConnectClaims, TokenError};
 use crate::hub::ClientHandle;
 use ferrocast_protocol::*;
@@ -97,7 +97,7 @@ impl Session {
                 }
             }
         }
-        let ttl = claims.exp.map_or(0, |e| (e - unix_now()).max(0) as u32);
+        let ttl = ttl_until(claims.exp);
         tracing::debug!(client = %self.client_id, user = %claims.sub, "connected");
         Ok(Ok((
             ConnectResult {

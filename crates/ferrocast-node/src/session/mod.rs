@@ -108,6 +108,11 @@ pub struct Session {
     limiter: Option<RateLimiter>,
 }
 
+/// Seconds from now until the Unix time `exp` (0 when absent or past).
+pub(crate) fn ttl_until(exp: Option<i64>) -> u32 {
+    exp.map_or(0, |e| (e - unix_now()).max(0) as u32)
+}
+
 /// Current Unix time in seconds.
 pub(crate) fn unix_now() -> i64 {
     std::time::SystemTime::now()

@@ -109,7 +109,7 @@ impl Session {
         }
         let mut result = SubscribeResult {
             expires: expires_at.is_some(),
-            ttl: expires_at.map_or(0, |e| (e - super::unix_now()).max(0) as u32),
+            ttl: super::ttl_until(expires_at),
             ..Default::default()
         };
         let mut position = None;
