@@ -4,6 +4,7 @@
 pub mod client;
 pub mod faults;
 pub mod node;
+pub mod otlp;
 pub mod proxy;
 pub mod recovering;
 pub mod redis;

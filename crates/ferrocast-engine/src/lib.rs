@@ -41,6 +41,9 @@ pub struct PublishOptions {
     pub idempotency_key: Option<String>,
     /// How long an idempotency key is remembered.
     pub idempotency_window: Duration,
+    /// W3C `traceparent` of the publish when it is traced: carried with the publication
+    /// to every node, where its fan-out joins the same trace.
+    pub trace: Option<String>,
 }
 
 impl PublishOptions {
@@ -83,8 +86,15 @@ pub struct PresenceStats {
 /// order: implementations must not block.
 pub trait EventHandler: Send + Sync + 'static {
     /// A publication arrived for a channel this node follows (`epoch` is its stream's
-    /// epoch; empty for channels without history).
-    fn on_publication(&self, channel: &str, publication: &Publication, epoch: &str);
+    /// epoch; empty for channels without history; `trace` is the W3C `traceparent` of
+    /// the publish when it was traced).
+    fn on_publication(
+        &self,
+        channel: &str,
+        publication: &Publication,
+        epoch: &str,
+        trace: Option<&str>,
+    );
     /// A client joined a channel this node follows.
     fn on_join(&self, channel: &str, info: &ClientInfo);
     /// A client left a channel this node follows.
@@ -111,6 +121,9 @@ pub struct StreamCommand {
     pub method: Option<String>,
     /// The `payload` field, if present.
     pub payload: Option<Vec<u8>>,
+    /// The optional `traceparent` field: the W3C trace context of the backend that wrote
+    /// the entry, continued by the span that applies it.
+    pub traceparent: Option<String>,
 }
 
 /// The backend command stream (`<prefix>:api`): entries any backend can append.

@@ -168,7 +168,7 @@ impl Engine for MemoryEngine {
             );
         }
         if let Some(h) = self.handler.get() {
-            h.on_publication(channel, &publication, &epoch);
+            h.on_publication(channel, &publication, &epoch, opts.trace.as_deref());
         }
         Ok(position)
     }

@@ -5,6 +5,7 @@
 use crate::metrics as m;
 use crate::outbox::{Outbox, PushResult};
 pub use crate::subscriber::{Delivery, Subscriber};
+use crate::telemetry;
 use bytes::Bytes;
 use ferrocast_protocol::envelope::ControlMessage;
 use ferrocast_protocol::{
@@ -236,14 +237,20 @@ impl Hub {
 
     /// Fans a publication out to every local subscriber of `channel`: one encode,
     /// shared bytes, a non-blocking queue push per subscriber. A subscriber for which this
-    /// publication is not the next one it expects is sent to recover instead.
-    pub fn broadcast_publication(&self, channel: &str, publication: &Publication, epoch: &str) {
+    /// publication is not the next one it expects is sent to recover instead. Returns the
+    /// number of local subscribers of the channel.
+    pub fn broadcast_publication(
+        &self,
+        channel: &str,
+        publication: &Publication,
+        epoch: &str,
+    ) -> usize {
         let started = Instant::now();
         let mut behind = Vec::new();
         let n = {
             let s = self.channel_shards[shard_of(channel)].read();
             let Some(subs) = s.channels.get(channel) else {
-                return;
+                return 0;
             };
             let frame = encode_push(channel, &PushBody::Pub(publication));
             for (id, sub) in subs {
@@ -263,6 +270,7 @@ impl Hub {
             );
             self.recover(channel, &behind);
         }
+        n
     }
 
     /// Stops delivering `channel` to these clients and tells their sessions to recover.
@@ -469,8 +477,17 @@ impl Hub {
 }
 
 impl ferrocast_engine::EventHandler for Hub {
-    fn on_publication(&self, channel: &str, publication: &Publication, epoch: &str) {
-        self.broadcast_publication(channel, publication, epoch);
+    fn on_publication(
+        &self,
+        channel: &str,
+        publication: &Publication,
+        epoch: &str,
+        trace: Option<&str>,
+    ) {
+        let span = telemetry::fan_out_span(channel, trace);
+        let _entered = span.enter();
+        let delivered = self.broadcast_publication(channel, publication, epoch);
+        span.record("subscribers", delivered);
     }
 
     fn on_join(&self, channel: &str, info: &ClientInfo) {

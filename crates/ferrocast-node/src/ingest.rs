@@ -10,10 +10,12 @@
 
 use crate::api;
 use crate::node::Node;
+use crate::telemetry;
 use ferrocast_engine::{CommandStream, StreamCommand};
 use std::collections::VecDeque;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 /// Lifetime of the consumer lease; a dead consumer is replaced within it.
 pub const LEASE_TTL: Duration = Duration::from_secs(5);
@@ -58,7 +60,8 @@ async fn apply(node: &Node, entry: &StreamCommand) -> Outcome {
     }
     let rewritten = with_idempotency_key(method, payload, &entry.id);
     let body = rewritten.as_deref().unwrap_or(payload);
-    match api::call(node, method, body).await {
+    let span = telemetry::ingest_span(&entry.id, method, entry.traceparent.as_deref());
+    match api::call(node, method, body).instrument(span).await {
         Ok(_) => Outcome::Applied,
         Err(e) if e.temporary => Outcome::Retry(e.to_string()),
         Err(e) => Outcome::Dead(e.to_string()),

@@ -5,6 +5,7 @@
 //! - [`session::Session`]: one client connection's protocol state machine.
 //! - [`api`]: the server API operations (HTTP API and backend command stream share them).
 //! - [`auth`], [`channels`], [`config`]: tokens, namespaces and settings.
+//! - [`telemetry`]: OpenTelemetry spans and the W3C trace context carried between nodes.
 
 pub mod api;
 pub mod auth;
@@ -20,5 +21,6 @@ pub mod node;
 pub mod outbox;
 pub mod session;
 pub mod subscriber;
+pub mod telemetry;
 
 pub use node::{Node, NodeError, NodeOptions, PublishParams};

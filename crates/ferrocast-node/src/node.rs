@@ -5,6 +5,7 @@ use crate::channels::ChannelRules;
 use crate::config::{ChannelConfig, ClientConfig};
 use crate::hub::Hub;
 use crate::metrics as m;
+use crate::telemetry;
 use ferrocast_engine::{Engine, EngineError, PublishOptions};
 use ferrocast_protocol::{
     ClientInfo, Disconnect, ErrorCode, ProtocolError, Publication, RawJson, StreamPosition,
@@ -13,6 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 /// The server version announced to clients.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -159,8 +161,14 @@ impl Node {
             tags: params.tags,
             time: 0,
         };
+        let span = telemetry::publish_span(channel);
+        opts.trace = span.in_scope(telemetry::current_traceparent);
         let started = Instant::now();
-        let res = self.engine.publish(channel, publication, &opts).await;
+        let res = self
+            .engine
+            .publish(channel, publication, &opts)
+            .instrument(span)
+            .await;
         m::publish_took(started.elapsed());
         res.map_err(engine_error)
     }

@@ -116,12 +116,20 @@ pub fn main() -> anyhow::Result<()> {
                 log_level,
             };
             let cfg = Config::load(config.config.as_deref(), env(), &overrides)?;
-            crate::observability::init_logging(&cfg.log);
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .context("cannot start the runtime")?;
-            rt.block_on(crate::serve::serve(cfg))
+            rt.block_on(async {
+                let tracing = crate::observability::init_tracing(
+                    &cfg.log,
+                    &cfg.opentelemetry,
+                    &cfg.node.name,
+                )?;
+                let served = crate::serve::serve(cfg).await;
+                tracing.shutdown().await;
+                served
+            })
         }
         Command::Genconfig { output } => {
             match output {

@@ -173,6 +173,32 @@ impl Default for LogConfig {
     }
 }
 
+/// `opentelemetry.*`: trace export over OTLP (gRPC).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OpenTelemetryConfig {
+    /// Export spans (API calls, command stream entries, publishes, fan-outs).
+    pub enabled: bool,
+    /// OTLP gRPC endpoint of the collector.
+    pub endpoint: String,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+    /// Fraction of new traces recorded (0.0 to 1.0); a caller's `traceparent` decision
+    /// is always followed.
+    pub sample_ratio: f64,
+}
+
+impl Default for OpenTelemetryConfig {
+    fn default() -> Self {
+        OpenTelemetryConfig {
+            enabled: false,
+            endpoint: "http://127.0.0.1:4317".into(),
+            service_name: "ferrocast".into(),
+            sample_ratio: 1.0,
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -193,6 +219,8 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Trace export.
+    pub opentelemetry: OpenTelemetryConfig,
 }
 
 /// A configuration error naming the key at fault.
@@ -467,6 +495,19 @@ impl Config {
         if self.http_api.max_body_size == 0 {
             return Err(ConfigError::Invalid(
                 "http_api.max_body_size must be positive".into(),
+            ));
+        }
+        let otel = &self.opentelemetry;
+        if !(0.0..=1.0).contains(&otel.sample_ratio) {
+            return Err(ConfigError::Invalid(
+                "opentelemetry.sample_ratio must be between 0.0 and 1.0".into(),
+            ));
+        }
+        if otel.enabled
+            && !(otel.endpoint.starts_with("http://") || otel.endpoint.starts_with("https://"))
+        {
+            return Err(ConfigError::Invalid(
+                "opentelemetry.endpoint must be an http:// or https:// URL".into(),
             ));
         }
         ferrocast_node::auth::TokenVerifier::new(&self.client.token)

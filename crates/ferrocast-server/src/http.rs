@@ -11,6 +11,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use std::sync::Arc;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 /// Response body type.
 pub type Body = Full<Bytes>;
@@ -182,6 +183,12 @@ async fn api(state: Arc<AppState>, method: String, req: Request<Incoming>) -> Re
             ProtocolError::new(ErrorCode::MethodNotFound),
         );
     }
+    let span = ferrocast_node::telemetry::api_span(
+        &method,
+        req.headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok()),
+    );
     let body = match Limited::new(req.into_body(), state.api.max_body_size)
         .collect()
         .await
@@ -202,7 +209,10 @@ async fn api(state: Arc<AppState>, method: String, req: Request<Incoming>) -> Re
             );
         }
     };
-    match ferrocast_node::api::call(&state.node, &method, &body).await {
+    match ferrocast_node::api::call(&state.node, &method, &body)
+        .instrument(span)
+        .await
+    {
         Ok(result) => json(StatusCode::OK, &serde_json::json!({ "result": result })),
         Err(e) => api_error(StatusCode::OK, e),
     }

@@ -1,23 +1,112 @@
-//! Logs (tracing) and Prometheus metrics.
+//! Logs (tracing), trace export (OpenTelemetry OTLP) and Prometheus metrics.
 
-use crate::config::{LogConfig, LogFormat};
+use crate::config::{LogConfig, LogFormat, OpenTelemetryConfig};
+use anyhow::Context as _;
 use ferrocast_node::Node;
 use ferrocast_node::metrics as m;
+use ferrocast_node::telemetry;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use opentelemetry_sdk::{Resource, runtime};
 use std::sync::Arc;
 use std::time::Duration;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
-/// Installs the global log subscriber (stderr, text or JSON).
+/// Installs the global log subscriber (stderr, text or JSON) without trace export.
 pub fn init_logging(cfg: &LogConfig) {
+    let _ = tracing_subscriber::registry()
+        .with(log_layer(cfg))
+        .try_init();
+}
+
+fn log_layer<S>(cfg: &LogConfig) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
     let filter = EnvFilter::try_new(&cfg.level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match cfg.format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    match cfg.format {
+        LogFormat::Json => fmt
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Text => fmt.with_filter(filter).boxed(),
+    }
+}
+
+/// The installed trace exporter; [`Tracing::shutdown`] flushes what is buffered.
+pub struct Tracing {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Tracing {
+    /// Flushes buffered spans to the collector (bounded by the export timeout).
+    pub async fn shutdown(self) {
+        let Some(provider) = self.provider else {
+            return;
+        };
+        let flushed = tokio::task::spawn_blocking(move || provider.shutdown());
+        match tokio::time::timeout(Duration::from_secs(10), flushed).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "trace exporter shutdown failed"),
+            _ => tracing::warn!("trace exporter did not shut down in time"),
+        }
+    }
+}
+
+/// Installs logging and, when `otel.enabled`, OTLP trace export of the spans in
+/// [`telemetry::TARGET`]. Must run inside the Tokio runtime (the exporter's batch task
+/// runs on it). `instance` becomes `service.instance.id` when not empty.
+pub fn init_tracing(
+    log: &LogConfig,
+    otel: &OpenTelemetryConfig,
+    instance: &str,
+) -> anyhow::Result<Tracing> {
+    if !otel.enabled {
+        init_logging(log);
+        return Ok(Tracing { provider: None });
+    }
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(otel.endpoint.clone())
+        .with_timeout(Duration::from_secs(5))
+        .build()
+        .with_context(|| format!("cannot set up OTLP export to {}", otel.endpoint))?;
+    let mut resource = Resource::builder().with_service_name(otel.service_name.clone());
+    if !instance.is_empty() {
+        resource =
+            resource.with_attribute(KeyValue::new("service.instance.id", instance.to_string()));
+    }
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(BatchSpanProcessor::builder(exporter, runtime::Tokio).build())
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+            otel.sample_ratio,
+        ))))
+        .with_resource(resource.build())
+        .build();
+    let spans = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("ferrocast"))
+        .with_filter(Targets::new().with_target(telemetry::TARGET, tracing::Level::INFO));
+    tracing_subscriber::registry()
+        .with(log_layer(log))
+        .with(spans)
+        .try_init()
+        .context("cannot install the log subscriber")?;
+    telemetry::enable();
+    tracing::info!(endpoint = %otel.endpoint, sample_ratio = otel.sample_ratio, "exporting traces over OTLP");
+    Ok(Tracing {
+        provider: Some(provider),
+    })
 }
 
 /// The Prometheus recorder of this process.

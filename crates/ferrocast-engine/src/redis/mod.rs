@@ -300,7 +300,7 @@ impl Engine for RedisEngine {
         let mut conn = self.shard(channel).conn.get()?;
         let body = encode_body(&Envelope::Pub(WirePublication::from_publication(
             &publication,
-            None,
+            opts.trace.clone(),
         )));
         let (idem_key, idem_ttl) = match &opts.idempotency_key {
             Some(k) => (

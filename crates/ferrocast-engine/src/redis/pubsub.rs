@@ -374,10 +374,11 @@ impl WorkerState {
             }
         };
         match envelope {
-            Envelope::Pub(wp) => {
+            Envelope::Pub(mut wp) => {
                 // Offsets and epochs are checked per subscription by the hub.
+                let trace = wp.trace.take();
                 match wp.into_publication(offset) {
-                    Ok(p) => handler.on_publication(channel, &p, &epoch),
+                    Ok(p) => handler.on_publication(channel, &p, &epoch, trace.as_deref()),
                     Err(e) => tracing::warn!(channel, error = %e, "bad publication"),
                 }
             }

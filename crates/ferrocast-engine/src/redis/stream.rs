@@ -53,6 +53,7 @@ fn parse_entries(v: Value) -> Vec<StreamCommand> {
             id,
             method: None,
             payload: None,
+            traceparent: None,
         };
         if let Some(Value::Array(fields)) = fields {
             let mut it = fields.into_iter();
@@ -62,6 +63,7 @@ fn parse_entries(v: Value) -> Vec<StreamCommand> {
                 match k.as_slice() {
                     b"method" => cmd.method = String::from_utf8(v).ok(),
                     b"payload" => cmd.payload = Some(v),
+                    b"traceparent" => cmd.traceparent = String::from_utf8(v).ok(),
                     _ => {}
                 }
             }
