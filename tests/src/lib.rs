@@ -12,7 +12,7 @@ pub mod redis;
 pub use client::Client;
 pub use node::{NodeProcess, base_config, http_request, token};
 pub use recovering::RecoveringSubscriber;
-pub use redis::RedisProcess;
+pub use redis::{Backplane, RedisCluster, RedisProcess};
 
 /// Path of the node binary built next to the test executables.
 pub fn node_binary() -> std::path::PathBuf {

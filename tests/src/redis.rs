@@ -11,6 +11,7 @@ pub struct RedisProcess {
     pub port: u16,
     dir: tempfile::TempDir,
     persistent: bool,
+    cluster: bool,
 }
 
 fn free_port() -> u16 {
@@ -36,6 +37,7 @@ impl RedisProcess {
             port: free_port(),
             dir: tempfile::tempdir().expect("tempdir"),
             persistent,
+            cluster: false,
         };
         r.spawn().await;
         r
@@ -60,6 +62,16 @@ impl RedisProcess {
             "--loglevel",
             "warning",
         ]);
+        if self.cluster {
+            cmd.args([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+            ]);
+        }
         if self.persistent {
             cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
         } else {
@@ -123,5 +135,246 @@ impl RedisProcess {
     pub async fn restart(&mut self) {
         self.kill().await;
         self.spawn().await;
+    }
+}
+
+/// A port that is free and whose cluster bus port (+10000) is free too.
+fn free_cluster_port() -> u16 {
+    loop {
+        let port = fastrand::u16(20000..45000);
+        let ok = [port, port + 10000]
+            .iter()
+            .all(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok());
+        if ok {
+            return port;
+        }
+    }
+}
+
+/// A Redis Cluster of `redis-server` processes owned by a test (masters only, slots
+/// spread evenly by `redis-cli --cluster create`).
+pub struct RedisCluster {
+    /// The members, each a master of a third (or so) of the slots.
+    pub members: Vec<RedisProcess>,
+}
+
+impl RedisCluster {
+    /// Starts `n` (at least 3) members and forms the cluster; returns once every member
+    /// reports `cluster_state:ok`.
+    pub async fn start(n: usize) -> RedisCluster {
+        let mut members = Vec::new();
+        for _ in 0..n {
+            let mut r = RedisProcess {
+                child: None,
+                port: free_cluster_port(),
+                dir: tempfile::tempdir().expect("tempdir"),
+                persistent: false,
+                cluster: true,
+            };
+            r.spawn().await;
+            members.push(r);
+        }
+        let addrs: Vec<String> = members
+            .iter()
+            .map(|m| format!("127.0.0.1:{}", m.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("redis-cli must be installed");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cluster = RedisCluster { members };
+        cluster.wait_ok().await;
+        cluster
+    }
+
+    /// Waits until every member reports `cluster_state:ok`.
+    pub async fn wait_ok(&self) {
+        for _ in 0..200 {
+            let mut all = true;
+            for m in &self.members {
+                if !m.cluster_ok().await {
+                    all = false;
+                }
+            }
+            if all {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the Redis Cluster did not reach cluster_state:ok");
+    }
+
+    /// Seed URLs of every member.
+    pub fn urls(&self) -> Vec<String> {
+        self.members.iter().map(RedisProcess::url).collect()
+    }
+
+    /// A cluster connection for the test's own commands.
+    pub async fn connection(&self) -> redis::cluster_async::ClusterConnection {
+        redis::cluster::ClusterClient::new(self.urls())
+            .expect("cluster client")
+            .get_async_connection()
+            .await
+            .expect("connect to the cluster")
+    }
+
+    /// The member serving the slot of `key`.
+    pub async fn member_of(&self, key: &str) -> usize {
+        let mut c = self.members[0].connection().await;
+        let slot: u16 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query_async(&mut c)
+            .await
+            .expect("CLUSTER KEYSLOT");
+        let shards: redis::Value = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query_async(&mut c)
+            .await
+            .expect("CLUSTER SLOTS");
+        let redis::Value::Array(ranges) = shards else {
+            panic!("CLUSTER SLOTS: {shards:?}");
+        };
+        for range in ranges {
+            let redis::Value::Array(parts) = range else {
+                continue;
+            };
+            let (Some(redis::Value::Int(lo)), Some(redis::Value::Int(hi))) =
+                (parts.first(), parts.get(1))
+            else {
+                continue;
+            };
+            if (*lo..=*hi).contains(&i64::from(slot)) {
+                let Some(redis::Value::Array(master)) = parts.get(2) else {
+                    continue;
+                };
+                let Some(redis::Value::Int(port)) = master.get(1) else {
+                    continue;
+                };
+                return self
+                    .members
+                    .iter()
+                    .position(|m| i64::from(m.port) == *port)
+                    .expect("a member serves the slot");
+            }
+        }
+        panic!("no member serves slot {slot}");
+    }
+}
+
+impl RedisProcess {
+    async fn cluster_ok(&self) -> bool {
+        let Ok(Ok(mut c)) = tokio::time::timeout(
+            Duration::from_millis(500),
+            redis::Client::open(self.url())
+                .expect("client")
+                .get_multiplexed_async_connection(),
+        )
+        .await
+        else {
+            return false;
+        };
+        let info: Result<String, _> = redis::cmd("CLUSTER").arg("INFO").query_async(&mut c).await;
+        info.is_ok_and(|i| i.contains("cluster_state:ok"))
+    }
+}
+
+/// What a cluster test runs on: standalone Redis instances (channels sharded over them by
+/// ferrocast) or one Redis Cluster (sharded pub/sub, hash slots).
+pub enum Backplane {
+    /// Standalone instances.
+    Standalone(Vec<RedisProcess>),
+    /// A Redis Cluster.
+    Cluster(RedisCluster),
+}
+
+/// A connection for the test's own commands on either backplane.
+#[derive(Clone)]
+pub enum BackplaneConnection {
+    /// To the first standalone instance.
+    Single(redis::aio::MultiplexedConnection),
+    /// To the cluster.
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for BackplaneConnection {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            BackplaneConnection::Single(c) => c.req_packed_command(cmd),
+            BackplaneConnection::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            BackplaneConnection::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            BackplaneConnection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            BackplaneConnection::Single(c) => c.get_db(),
+            BackplaneConnection::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+impl Backplane {
+    /// One standalone in-memory redis-server.
+    pub async fn standalone() -> Backplane {
+        Backplane::Standalone(vec![RedisProcess::start().await])
+    }
+
+    /// A Redis Cluster of three masters.
+    pub async fn cluster() -> Backplane {
+        Backplane::Cluster(RedisCluster::start(3).await)
+    }
+
+    /// Addresses for `engine.redis.address`.
+    pub fn urls(&self) -> Vec<String> {
+        match self {
+            Backplane::Standalone(r) => r.iter().map(RedisProcess::url).collect(),
+            Backplane::Cluster(c) => c.urls(),
+        }
+    }
+
+    /// Whether this is a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, Backplane::Cluster(_))
+    }
+
+    /// A node configuration on this backplane (see [`crate::node::cluster_config`]).
+    pub fn node_config(&self, prefix: &str) -> serde_json::Value {
+        let mut cfg = crate::node::cluster_config(&self.urls(), prefix);
+        cfg["engine"]["redis"]["cluster"] = serde_json::json!(self.is_cluster());
+        cfg
+    }
+
+    /// A connection for the test's own commands.
+    pub async fn connection(&self) -> BackplaneConnection {
+        match self {
+            Backplane::Standalone(r) => BackplaneConnection::Single(r[0].connection().await),
+            Backplane::Cluster(c) => BackplaneConnection::Cluster(c.connection().await),
+        }
     }
 }

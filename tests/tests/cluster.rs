@@ -1,9 +1,10 @@
 //! A real cluster: redis-server processes owned by the test and three ferrocast nodes
 //! on the Redis engine, driven by real WebSocket clients.
 
-use ferrocast_tests::node::{cluster_config, now};
+use ferrocast_tests::node::now;
 use ferrocast_tests::recovering::account;
-use ferrocast_tests::{Client, NodeProcess, RedisProcess, token};
+use ferrocast_tests::redis::BackplaneConnection;
+use ferrocast_tests::{Backplane, Client, NodeProcess, RedisProcess, token};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -11,17 +12,12 @@ fn user_token(user: &str) -> String {
     token(json!({"sub": user, "exp": now() + 3600}))
 }
 
-async fn cluster(redis: &[&RedisProcess], n: usize) -> Vec<NodeProcess> {
-    cluster_with(redis, n, |_| {}).await
+async fn cluster(bp: &Backplane, n: usize) -> Vec<NodeProcess> {
+    cluster_with(bp, n, |_| {}).await
 }
 
-async fn cluster_with(
-    redis: &[&RedisProcess],
-    n: usize,
-    f: impl Fn(&mut Value),
-) -> Vec<NodeProcess> {
-    let urls: Vec<String> = redis.iter().map(|r| r.url()).collect();
-    let mut cfg = cluster_config(&urls, "fc");
+async fn cluster_with(bp: &Backplane, n: usize, f: impl Fn(&mut Value)) -> Vec<NodeProcess> {
+    let mut cfg = bp.node_config("fc");
     f(&mut cfg);
     let mut nodes = Vec::new();
     for i in 0..n {
@@ -35,10 +31,8 @@ async fn cluster_with(
     nodes
 }
 
-#[tokio::test]
-async fn publications_reach_subscribers_on_every_node_in_order() {
-    let redis = RedisProcess::start().await;
-    let nodes = cluster(&[&redis], 3).await;
+async fn publications_reach_subscribers_on_every_node_in_order(bp: Backplane) {
+    let nodes = cluster(&bp, 3).await;
     let mut readers = Vec::new();
     for (i, node) in nodes.iter().enumerate() {
         for j in 0..2 {
@@ -75,10 +69,8 @@ async fn publications_reach_subscribers_on_every_node_in_order() {
     }
 }
 
-#[tokio::test]
-async fn recovery_on_a_different_node() {
-    let redis = RedisProcess::start().await;
-    let nodes = cluster(&[&redis], 2).await;
+async fn recovery_on_a_different_node(bp: Backplane) {
+    let nodes = cluster(&bp, 2).await;
     let (mut c, _) = Client::connect(&nodes[0].ws_url(), &user_token("1")).await;
     let r = c
         .command(
@@ -152,10 +144,8 @@ async fn recovery_on_a_different_node() {
     assert_eq!(a, b);
 }
 
-#[tokio::test]
-async fn presence_and_join_leave_across_nodes() {
-    let redis = RedisProcess::start().await;
-    let mut nodes = cluster(&[&redis], 3).await;
+async fn presence_and_join_leave_across_nodes(bp: Backplane) {
+    let mut nodes = cluster(&bp, 3).await;
     let (mut a, _) = Client::connect(&nodes[0].ws_url(), &user_token("a")).await;
     a.command(
         "subscribe",
@@ -235,10 +225,8 @@ async fn presence_and_join_leave_across_nodes() {
     assert!(left, "killed node still listed");
 }
 
-#[tokio::test]
-async fn info_lists_every_node_with_counts() {
-    let redis = RedisProcess::start().await;
-    let nodes = cluster(&[&redis], 3).await;
+async fn info_lists_every_node_with_counts(bp: Backplane) {
+    let nodes = cluster(&bp, 3).await;
     let (mut c, _) = Client::connect(&nodes[1].ws_url(), &user_token("x")).await;
     c.command("subscribe", json!({"channel": "news"})).await;
     let mut ok = false;
@@ -258,13 +246,8 @@ async fn info_lists_every_node_with_counts() {
     assert!(ok, "info did not list all nodes with counts");
 }
 
-#[tokio::test]
-async fn user_operations_act_on_every_node() {
-    let redis = RedisProcess::start().await;
-    let nodes = cluster_with(&[&redis], 3, |c| {
-        c["client"]["user_connection_limit"] = json!(2)
-    })
-    .await;
+async fn user_operations_act_on_every_node(bp: Backplane) {
+    let nodes = cluster_with(&bp, 3, |c| c["client"]["user_connection_limit"] = json!(2)).await;
     let (mut a, _) = Client::connect(&nodes[1].ws_url(), &user_token("u")).await;
     let (mut b, _) = Client::connect(&nodes[2].ws_url(), &user_token("u")).await;
     // A third connection of the same user on another node exceeds the cluster-wide limit.
@@ -320,9 +303,11 @@ async fn user_operations_act_on_every_node() {
 
 #[tokio::test]
 async fn channels_are_sharded_over_several_redis_instances() {
-    let r1 = RedisProcess::start().await;
-    let r2 = RedisProcess::start().await;
-    let nodes = cluster(&[&r1, &r2], 2).await;
+    let bp = Backplane::Standalone(vec![
+        RedisProcess::start().await,
+        RedisProcess::start().await,
+    ]);
+    let nodes = cluster(&bp, 2).await;
     let channels: Vec<String> = (0..20).map(|i| format!("chat:s{i}")).collect();
     let mut subs = Vec::new();
     for ch in &channels {
@@ -339,7 +324,10 @@ async fn channels_are_sharded_over_several_redis_instances() {
         assert_eq!(c.push().await["pub"]["data"]["ch"], json!(ch));
     }
     let mut counts = Vec::new();
-    for r in [&r1, &r2] {
+    let Backplane::Standalone(instances) = &bp else {
+        unreachable!()
+    };
+    for r in instances {
         let mut conn = r.connection().await;
         let keys: Vec<String> = redis::cmd("KEYS")
             .arg("fc:hist:*")
@@ -355,7 +343,7 @@ async fn channels_are_sharded_over_several_redis_instances() {
     );
 }
 
-async fn xadd(conn: &mut redis::aio::MultiplexedConnection, method: &str, payload: &str) -> String {
+async fn xadd(conn: &mut BackplaneConnection, method: &str, payload: &str) -> String {
     redis::cmd("XADD")
         .arg("fc:api")
         .arg("*")
@@ -368,10 +356,8 @@ async fn xadd(conn: &mut redis::aio::MultiplexedConnection, method: &str, payloa
         .unwrap()
 }
 
-#[tokio::test]
-async fn backend_command_stream_keeps_order_and_dead_letters_bad_entries() {
-    let redis = RedisProcess::start().await;
-    let mut conn = redis.connection().await;
+async fn backend_command_stream_keeps_order_and_dead_letters_bad_entries(bp: Backplane) {
+    let mut conn = bp.connection().await;
     // Written while no node runs: applied when one starts.
     xadd(
         &mut conn,
@@ -379,7 +365,7 @@ async fn backend_command_stream_keeps_order_and_dead_letters_bad_entries() {
         &json!({"channel": "chat:x0", "data": {"seq": 0}}).to_string(),
     )
     .await;
-    let nodes = cluster(&[&redis], 3).await;
+    let nodes = cluster(&bp, 3).await;
     let h = nodes[1]
         .api_ok("history", json!({"channel": "chat:x0", "limit": -1}))
         .await;
@@ -469,11 +455,9 @@ async fn backend_command_stream_keeps_order_and_dead_letters_bad_entries() {
     assert_eq!(pending, 0, "entries left pending");
 }
 
-#[tokio::test]
-async fn command_stream_survives_the_death_of_its_consumer() {
-    let redis = RedisProcess::start().await;
-    let mut nodes = cluster(&[&redis], 3).await;
-    let mut conn = redis.connection().await;
+async fn command_stream_survives_the_death_of_its_consumer(bp: Backplane) {
+    let mut nodes = cluster(&bp, 3).await;
+    let mut conn = bp.connection().await;
     const N: u64 = 3000;
     // Find the lease holder through `info` (uid → node name).
     let mut holder = None;
@@ -531,5 +515,128 @@ async fn command_stream_survives_the_death_of_its_consumer() {
         account(&seqs, N),
         (0, 0, 0),
         "missing, duplicated, out of order"
+    );
+}
+
+// Every case above runs on both backplanes.
+
+#[tokio::test]
+async fn publications_reach_subscribers_on_every_node_in_order_on_redis() {
+    publications_reach_subscribers_on_every_node_in_order(Backplane::standalone().await).await;
+}
+
+#[tokio::test]
+async fn publications_reach_subscribers_on_every_node_in_order_on_redis_cluster() {
+    publications_reach_subscribers_on_every_node_in_order(Backplane::cluster().await).await;
+}
+
+#[tokio::test]
+async fn recovery_on_a_different_node_on_redis() {
+    recovery_on_a_different_node(Backplane::standalone().await).await;
+}
+
+#[tokio::test]
+async fn recovery_on_a_different_node_on_redis_cluster() {
+    recovery_on_a_different_node(Backplane::cluster().await).await;
+}
+
+#[tokio::test]
+async fn presence_and_join_leave_across_nodes_on_redis() {
+    presence_and_join_leave_across_nodes(Backplane::standalone().await).await;
+}
+
+#[tokio::test]
+async fn presence_and_join_leave_across_nodes_on_redis_cluster() {
+    presence_and_join_leave_across_nodes(Backplane::cluster().await).await;
+}
+
+#[tokio::test]
+async fn info_lists_every_node_with_counts_on_redis() {
+    info_lists_every_node_with_counts(Backplane::standalone().await).await;
+}
+
+#[tokio::test]
+async fn info_lists_every_node_with_counts_on_redis_cluster() {
+    info_lists_every_node_with_counts(Backplane::cluster().await).await;
+}
+
+#[tokio::test]
+async fn user_operations_act_on_every_node_on_redis() {
+    user_operations_act_on_every_node(Backplane::standalone().await).await;
+}
+
+#[tokio::test]
+async fn user_operations_act_on_every_node_on_redis_cluster() {
+    user_operations_act_on_every_node(Backplane::cluster().await).await;
+}
+
+#[tokio::test]
+async fn backend_command_stream_keeps_order_and_dead_letters_bad_entries_on_redis() {
+    backend_command_stream_keeps_order_and_dead_letters_bad_entries(Backplane::standalone().await)
+        .await;
+}
+
+#[tokio::test]
+async fn backend_command_stream_keeps_order_and_dead_letters_bad_entries_on_redis_cluster() {
+    backend_command_stream_keeps_order_and_dead_letters_bad_entries(Backplane::cluster().await)
+        .await;
+}
+
+#[tokio::test]
+async fn command_stream_survives_the_death_of_its_consumer_on_redis() {
+    command_stream_survives_the_death_of_its_consumer(Backplane::standalone().await).await;
+}
+
+#[tokio::test]
+async fn command_stream_survives_the_death_of_its_consumer_on_redis_cluster() {
+    command_stream_survives_the_death_of_its_consumer(Backplane::cluster().await).await;
+}
+
+#[tokio::test]
+async fn channels_are_spread_over_the_slots_of_a_redis_cluster() {
+    let bp = Backplane::cluster().await;
+    let nodes = cluster(&bp, 2).await;
+    let channels: Vec<String> = (0..20).map(|i| format!("chat:s{i}")).collect();
+    let mut subs = Vec::new();
+    for ch in &channels {
+        let (mut c, _) = Client::connect(&nodes[1].ws_url(), &user_token("1")).await;
+        c.command("subscribe", json!({"channel": ch})).await;
+        subs.push(c);
+    }
+    for ch in &channels {
+        nodes[0]
+            .api_ok("publish", json!({"channel": ch, "data": {"ch": ch}}))
+            .await;
+    }
+    for (c, ch) in subs.iter_mut().zip(&channels) {
+        assert_eq!(c.push().await["pub"]["data"]["ch"], json!(ch));
+    }
+    let Backplane::Cluster(rc) = &bp else {
+        unreachable!()
+    };
+    let mut counts = Vec::new();
+    for m in &rc.members {
+        let mut conn = m.connection().await;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("fc:hist:*")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        // A channel's keys share its slot: history and meta live on the same member.
+        for k in &keys {
+            let meta = k.replacen("fc:hist:", "fc:meta:", 1);
+            let exists: bool = redis::cmd("EXISTS")
+                .arg(&meta)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            assert!(exists, "{meta} not beside {k}");
+        }
+        counts.push(keys.len());
+    }
+    assert_eq!(counts.iter().sum::<usize>(), 20, "{counts:?}");
+    assert!(
+        counts.iter().filter(|c| **c > 0).count() >= 2,
+        "all channels on one member: {counts:?}"
     );
 }

@@ -101,6 +101,9 @@ pub struct RedisConfig {
     /// A node silent for this long (it announces itself every 2s) leaves `info`.
     #[serde(with = "serde_str")]
     pub node_info_ttl: Duration,
+    /// `address` lists seed nodes of one Redis Cluster (sharded pub/sub, hash slots)
+    /// instead of standalone instances to shard over.
+    pub cluster: bool,
 }
 
 impl Default for RedisConfig {
@@ -111,6 +114,7 @@ impl Default for RedisConfig {
             pubsub_connections: 2,
             history_meta_ttl: Duration::from_secs(30 * 24 * 3600),
             node_info_ttl: Duration::from_secs(10),
+            cluster: false,
         }
     }
 }

@@ -41,6 +41,7 @@ async fn build_engine(cfg: &Config) -> anyhow::Result<Arc<dyn Engine>> {
                 pubsub_connections: r.pubsub_connections,
                 history_meta_ttl: r.history_meta_ttl,
                 node_info_ttl: r.node_info_ttl,
+                cluster: r.cluster,
             })?;
             Ok(Arc::new(engine))
         }

@@ -4,9 +4,14 @@
 //! instances by consistent hashing; a channel's pub/sub channel, history stream, meta and
 //! presence live on one instance. Control messages, user registrations and the backend
 //! command stream live on the first instance.
+//!
+//! In Redis Cluster mode the addresses are seeds of one cluster: every key of a channel
+//! carries the channel as hash tag (one slot), publications go through sharded pub/sub
+//! (SPUBLISH/SSUBSCRIBE), and nothing touches keys of two slots in one command.
 
 mod conn;
 mod keys;
+mod link;
 mod pubsub;
 mod scripts;
 mod stream;
@@ -22,6 +27,8 @@ use ferrocast_protocol::envelope::{
     encode_message,
 };
 use ferrocast_protocol::{ClientInfo, Publication, StreamPosition};
+use futures_util::future::BoxFuture;
+use futures_util::{FutureExt, StreamExt};
 pub use keys::Keys;
 use parking_lot::Mutex;
 use pubsub::{Op, Worker};
@@ -43,6 +50,8 @@ pub struct RedisEngineConfig {
     pub history_meta_ttl: Duration,
     /// A node that has not announced itself for this long is dropped from `info`.
     pub node_info_ttl: Duration,
+    /// The addresses are seed nodes of one Redis Cluster (sharded pub/sub, slots).
+    pub cluster: bool,
 }
 
 impl Default for RedisEngineConfig {
@@ -53,8 +62,26 @@ impl Default for RedisEngineConfig {
             pubsub_connections: 2,
             history_meta_ttl: Duration::from_secs(30 * 24 * 3600),
             node_info_ttl: Duration::from_secs(10),
+            cluster: false,
         }
     }
+}
+
+/// Commands in flight at once where a Redis Cluster needs one command per key.
+const CLUSTER_CONCURRENCY: usize = 64;
+
+/// One Redis call, owned so that it can run beside others.
+type Call<T> = BoxFuture<'static, Result<T, EngineError>>;
+
+/// Epoch and top offset of a channel's stream, as HMGET returns them.
+type MetaRow = (Option<String>, Option<u64>);
+
+/// Runs `calls` at most [`CLUSTER_CONCURRENCY`] at a time; results in call order.
+async fn in_order<T>(calls: Vec<Call<T>>) -> Vec<Result<T, EngineError>> {
+    futures_util::stream::iter(calls)
+        .buffered(CLUSTER_CONCURRENCY)
+        .collect()
+        .await
 }
 
 struct Scripts {
@@ -93,6 +120,33 @@ impl Inner {
             return Ok(out);
         }
         let mut conn = self.shards[shard].conn.get()?;
+        if self.cfg.cluster {
+            // Each channel's meta is in its own slot: one HMGET each, a few at a time.
+            let calls: Vec<Call<MetaRow>> = channels
+                .iter()
+                .map(|c| {
+                    let mut conn = conn.clone();
+                    let cmd = redis::cmd("HMGET")
+                        .arg(self.keys.meta(c))
+                        .arg("e")
+                        .arg("s")
+                        .clone();
+                    async move { Conn::run(cmd.query_async(&mut conn)).await }.boxed()
+                })
+                .collect();
+            let rows = in_order(calls).await;
+            for (c, row) in channels.iter().zip(rows) {
+                let (epoch, top) = row?;
+                out.push((
+                    c.clone(),
+                    StreamPosition {
+                        offset: top.unwrap_or(0),
+                        epoch: epoch.unwrap_or_default(),
+                    },
+                ));
+            }
+            return Ok(out);
+        }
         for chunk in channels.chunks(500) {
             let mut p = redis::pipe();
             for c in chunk {
@@ -149,11 +203,19 @@ impl RedisEngine {
             return Err(EngineError::Internal("no Redis address configured".into()));
         }
         let mut shards = Vec::new();
-        for a in &cfg.addresses {
+        if cfg.cluster {
+            // The cluster shards by slot itself: one logical shard.
             shards.push(Shard {
-                conn: Conn::new(a)?,
+                conn: Conn::cluster(&cfg.addresses)?,
                 workers: OnceLock::new(),
             });
+        } else {
+            for a in &cfg.addresses {
+                shards.push(Shard {
+                    conn: Conn::new(a)?,
+                    workers: OnceLock::new(),
+                });
+            }
         }
         let keys = Keys::new(&cfg.prefix);
         let stream = Arc::new(stream::RedisCommandStream::new(
@@ -199,6 +261,15 @@ impl RedisEngine {
         &self.inner.shards[0]
     }
 
+    /// The command that publishes to a pub/sub channel: sharded on a Redis Cluster.
+    fn publish_command(&self) -> &'static str {
+        if self.inner.cfg.cluster {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
+    }
+
     /// Publishes an envelope that has no stream position (joins, leaves).
     async fn publish_unstored(
         &self,
@@ -208,7 +279,7 @@ impl RedisEngine {
         let msg = encode_message(0, "", envelope);
         let mut conn = self.shard(channel).conn.get()?;
         let key = self.inner.keys.pubsub(channel);
-        let cmd = redis::cmd("PUBLISH").arg(key).arg(msg).clone();
+        let cmd = redis::cmd(self.publish_command()).arg(key).arg(msg).clone();
         Conn::run(cmd.query_async::<i64>(&mut conn)).await?;
         Ok(())
     }
@@ -268,7 +339,7 @@ impl Engine for RedisEngine {
             let workers = (0..n)
                 .map(|w| {
                     Worker::spawn(
-                        shard.conn.client().clone(),
+                        shard.conn.target().clone(),
                         self.inner.keys.clone(),
                         Arc::downgrade(&self.inner),
                         i,
@@ -324,7 +395,8 @@ impl Engine for RedisEngine {
             .arg(secs(self.inner.cfg.history_meta_ttl.max(opts.history_ttl)))
             .arg(new_epoch())
             .arg(idem_ttl)
-            .arg(if opts.uses_history() { "1" } else { "0" });
+            .arg(if opts.uses_history() { "1" } else { "0" })
+            .arg(self.publish_command());
         let (offset, epoch): (u64, String) = Conn::run(inv.invoke_async(&mut conn)).await?;
         Ok(StreamPosition { offset, epoch })
     }
@@ -462,7 +534,7 @@ impl Engine for RedisEngine {
         let mut conn = self.first().conn.get()?;
         let key = self.inner.keys.control();
         Conn::run(
-            redis::cmd("PUBLISH")
+            redis::cmd(self.publish_command())
                 .arg(key)
                 .arg(message.encode())
                 .query_async::<i64>(&mut conn),
@@ -490,15 +562,19 @@ impl Engine for RedisEngine {
         let keys = &self.inner.keys;
         let mut conn = self.first().conn.get()?;
         let now = unix_secs();
+        let track_online = !self.inner.cfg.cluster;
         let mut inv = self.inner.scripts.user_add.prepare_invoke();
-        inv.key(keys.user_connections(user))
-            .key(keys.online())
-            .arg(user)
+        inv.key(keys.user_connections(user));
+        if track_online {
+            inv.key(keys.online());
+        }
+        inv.arg(user)
             .arg(client)
             .arg(now)
             .arg(now + ttl.as_secs_f64())
             .arg(secs(ttl))
-            .arg(limit);
+            .arg(limit)
+            .arg(if track_online { "1" } else { "0" });
         let added: i64 = Conn::run(inv.invoke_async(&mut conn)).await?;
         Ok(added == 1)
     }
@@ -506,12 +582,16 @@ impl Engine for RedisEngine {
     async fn remove_user_connection(&self, user: &str, client: &str) -> Result<(), EngineError> {
         let keys = &self.inner.keys;
         let mut conn = self.first().conn.get()?;
+        let track_online = !self.inner.cfg.cluster;
         let mut inv = self.inner.scripts.user_remove.prepare_invoke();
-        inv.key(keys.user_connections(user))
-            .key(keys.online())
-            .arg(user)
+        inv.key(keys.user_connections(user));
+        if track_online {
+            inv.key(keys.online());
+        }
+        inv.arg(user)
             .arg(client)
-            .arg(unix_secs());
+            .arg(unix_secs())
+            .arg(if track_online { "1" } else { "0" });
         Conn::run(inv.invoke_async::<i64>(&mut conn)).await?;
         Ok(())
     }
@@ -527,6 +607,23 @@ impl Engine for RedisEngine {
         let keys = &self.inner.keys;
         let mut conn = self.first().conn.get()?;
         let expire_at = unix_secs() + ttl.as_secs_f64();
+        if self.inner.cfg.cluster {
+            // One small pipeline per user key (one slot each), a few at a time.
+            let calls: Vec<Call<()>> = connections
+                .iter()
+                .map(|(user, client)| {
+                    let mut conn = conn.clone();
+                    let mut p = redis::pipe();
+                    let k = keys.user_connections(user);
+                    p.zadd(&k, client, expire_at)
+                        .ignore()
+                        .expire(&k, secs(ttl) as i64)
+                        .ignore();
+                    async move { Conn::run(p.query_async::<()>(&mut conn)).await }.boxed()
+                })
+                .collect();
+            return in_order(calls).await.into_iter().collect();
+        }
         for chunk in connections.chunks(1000) {
             let mut p = redis::pipe();
             for (user, client) in chunk {
@@ -548,6 +645,28 @@ impl Engine for RedisEngine {
             return Ok(Vec::new());
         }
         let mut conn = self.first().conn.get()?;
+        if self.inner.cfg.cluster {
+            // No cluster-wide online set: a user is online while its connections zset
+            // holds an unexpired entry.
+            let now = unix_secs();
+            let calls: Vec<Call<u64>> = users
+                .iter()
+                .map(|user| {
+                    let mut conn = conn.clone();
+                    let cmd = redis::cmd("ZCOUNT")
+                        .arg(self.inner.keys.user_connections(user))
+                        .arg(format!("({now}"))
+                        .arg("+inf")
+                        .clone();
+                    async move { Conn::run(cmd.query_async::<u64>(&mut conn)).await }.boxed()
+                })
+                .collect();
+            return in_order(calls)
+                .await
+                .into_iter()
+                .map(|c| c.map(|n| n > 0))
+                .collect();
+        }
         let scores: Vec<Option<f64>> = Conn::run(
             redis::cmd("ZMSCORE")
                 .arg(self.inner.keys.online())

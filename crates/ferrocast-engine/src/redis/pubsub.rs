@@ -7,11 +7,11 @@
 //! change or a lost connection makes the channel's subscribers recover from history.
 
 use super::Inner;
+use super::conn::Target;
 use super::keys::Keys;
+use super::link::{self, ClusterLink, Link, Messages};
 use crate::EngineError;
 use ferrocast_protocol::envelope::{ControlMessage, Envelope, decode_message};
-use futures_util::StreamExt;
-use redis::Client;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -47,9 +47,9 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Starts a worker on `client`; `control` also subscribes the control channel.
+    /// Starts a worker on `target`; `control` also subscribes the control channel.
     pub fn spawn(
-        client: Client,
+        target: Target,
         keys: Keys,
         inner: Weak<Inner>,
         shard: usize,
@@ -58,7 +58,8 @@ impl Worker {
         let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
         let connected = Arc::new(AtomicBool::new(false));
         let state = WorkerState {
-            client,
+            target,
+            kept: None,
             keys,
             inner,
             shard,
@@ -99,7 +100,9 @@ impl Worker {
 }
 
 struct WorkerState {
-    client: Client,
+    target: Target,
+    /// A cluster connection, kept across link losses.
+    kept: Option<ClusterLink>,
     keys: Keys,
     inner: Weak<Inner>,
     shard: usize,
@@ -111,6 +114,13 @@ struct WorkerState {
     orphans: Vec<String>,
 }
 
+enum SessionEnd {
+    /// The link was lost: reconnect.
+    Lost,
+    /// The engine is gone: stop.
+    Exit,
+}
+
 impl WorkerState {
     async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
         let mut backoff = Duration::from_millis(100);
@@ -119,9 +129,11 @@ impl WorkerState {
             if self.inner.upgrade().is_none() {
                 return;
             }
-            let connect =
-                tokio::time::timeout(Duration::from_secs(2), self.client.get_async_pubsub());
-            let pubsub = match connect.await {
+            let connect = tokio::time::timeout(
+                Duration::from_secs(2),
+                link::open(&self.target, &mut self.kept),
+            );
+            let (mut sink, mut stream) = match connect.await {
                 Ok(Ok(p)) => p,
                 _ => {
                     self.fail_pending(&mut rx);
@@ -130,82 +142,101 @@ impl WorkerState {
                     continue;
                 }
             };
-            let (mut sink, mut stream) = pubsub.split();
-            let mut names: Vec<String> = self
-                .subscribed
-                .iter()
-                .map(|c| self.keys.pubsub(c))
-                .collect();
-            if self.control {
-                names.push(self.keys.control());
-            }
-            let mut ok = true;
-            for chunk in names.chunks(MAX_BATCH) {
-                let sub = tokio::time::timeout(PING_TIMEOUT, sink.subscribe(chunk));
-                if !matches!(sub.await, Ok(Ok(()))) {
-                    ok = false;
-                    break;
+            let end = self
+                .session(&mut sink, &mut stream, &mut rx, &mut first)
+                .await;
+            link::close(stream, &mut self.kept);
+            self.connected.store(false, Ordering::Release);
+            match end {
+                SessionEnd::Exit => return,
+                SessionEnd::Lost if first => {
+                    // Never got going: the subscriptions could not be made.
+                    self.fail_pending(&mut rx);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                SessionEnd::Lost => {
+                    tracing::warn!("redis pub/sub connection lost");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
             }
-            if !ok {
-                tokio::time::sleep(backoff).await;
-                continue;
+        }
+    }
+
+    /// (Re)subscribes everything followed, checks positions after a reconnect, then
+    /// serves messages, requests and pings until the link is lost.
+    async fn session(
+        &mut self,
+        sink: &mut Link,
+        stream: &mut Messages,
+        rx: &mut mpsc::Receiver<Request>,
+        first: &mut bool,
+    ) -> SessionEnd {
+        let mut names: Vec<String> = self
+            .subscribed
+            .iter()
+            .map(|c| self.keys.pubsub(c))
+            .collect();
+        if self.control {
+            names.push(self.keys.control());
+        }
+        for chunk in names.chunks(MAX_BATCH) {
+            let sub = tokio::time::timeout(PING_TIMEOUT, sink.subscribe(chunk));
+            if !matches!(sub.await, Ok(Ok(()))) {
+                return SessionEnd::Lost;
             }
-            backoff = Duration::from_millis(100);
-            self.connected.store(true, Ordering::Release);
-            if !first {
-                tracing::info!(
-                    channels = self.subscribed.len(),
-                    "redis pub/sub reconnected"
-                );
-                // Publications made while the connection was down never reach this node:
-                // subscribers that are now behind their channel's stream recover from it.
-                self.check_positions().await;
-                if !self.orphans.is_empty() && !self.drop_orphans(&mut sink).await {
-                    self.connected.store(false, Ordering::Release);
-                    continue;
-                }
+        }
+        self.connected.store(true, Ordering::Release);
+        if !*first {
+            tracing::info!(
+                channels = self.subscribed.len(),
+                "redis pub/sub reconnected"
+            );
+            // Publications made while the connection was down never reach this node:
+            // subscribers that are now behind their channel's stream recover from it.
+            self.check_positions().await;
+            if !self.orphans.is_empty() && !self.drop_orphans(sink).await {
+                return SessionEnd::Lost;
             }
-            first = false;
-            let mut ping = tokio::time::interval(PING_EVERY);
-            ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    msg = stream.next() => match msg {
-                        Some(m) => {
-                            self.dispatch(&m);
-                            if !self.orphans.is_empty() && !self.drop_orphans(&mut sink).await {
-                                break;
+        }
+        *first = false;
+        let mut ping = tokio::time::interval(PING_EVERY);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                msg = stream.next() => match msg {
+                    Some(m) => {
+                        let (name, payload) = m.parts();
+                        self.dispatch(name, payload);
+                        if !self.orphans.is_empty() && !self.drop_orphans(sink).await {
+                            return SessionEnd::Lost;
+                        }
+                    }
+                    None => return SessionEnd::Lost,
+                },
+                req = rx.recv() => match req {
+                    Some(r) => {
+                        let mut batch = vec![r];
+                        while batch.len() < MAX_BATCH {
+                            match rx.try_recv() {
+                                Ok(r) => batch.push(r),
+                                Err(_) => break,
                             }
                         }
-                        None => break,
-                    },
-                    req = rx.recv() => match req {
-                        Some(r) => {
-                            let mut batch = vec![r];
-                            while batch.len() < MAX_BATCH {
-                                match rx.try_recv() {
-                                    Ok(r) => batch.push(r),
-                                    Err(_) => break,
-                                }
-                            }
-                            if !self.apply(&mut sink, batch).await {
-                                break;
-                            }
+                        if !self.apply(sink, batch).await {
+                            return SessionEnd::Lost;
                         }
-                        None => return,
-                    },
-                    _ = ping.tick() => {
-                        let p = tokio::time::timeout(PING_TIMEOUT, sink.ping::<redis::Value>());
-                        if !matches!(p.await, Ok(Ok(_))) {
-                            tracing::warn!("redis pub/sub ping failed");
-                            break;
-                        }
+                    }
+                    None => return SessionEnd::Exit,
+                },
+                _ = ping.tick() => {
+                    if !sink.ping(PING_TIMEOUT).await {
+                        tracing::warn!("redis pub/sub ping failed");
+                        return SessionEnd::Lost;
                     }
                 }
             }
-            self.connected.store(false, Ordering::Release);
-            tracing::warn!("redis pub/sub connection lost");
         }
     }
 
@@ -219,7 +250,7 @@ impl WorkerState {
     }
 
     /// Applies a batch of requests; returns false when the connection failed.
-    async fn apply(&mut self, sink: &mut redis::aio::PubSubSink, batch: Vec<Request>) -> bool {
+    async fn apply(&mut self, sink: &mut Link, batch: Vec<Request>) -> bool {
         let Some(inner) = self.inner.upgrade() else {
             return false;
         };
@@ -333,7 +364,7 @@ impl WorkerState {
         }
     }
 
-    async fn drop_orphans(&mut self, sink: &mut redis::aio::PubSubSink) -> bool {
+    async fn drop_orphans(&mut self, sink: &mut Link) -> bool {
         let batch: Vec<Request> = self
             .orphans
             .drain(..)
@@ -346,15 +377,16 @@ impl WorkerState {
         self.apply(sink, batch).await
     }
 
-    fn dispatch(&mut self, msg: &redis::Msg) {
+    fn dispatch(&mut self, name: &[u8], payload: &[u8]) {
         let Some(inner) = self.inner.upgrade() else {
             return;
         };
         let Some(handler) = inner.handler.get() else {
             return;
         };
-        let name = msg.get_channel_name();
-        let payload = msg.get_payload_bytes();
+        let Ok(name) = std::str::from_utf8(name) else {
+            return;
+        };
         if self.control && name == self.keys.control() {
             match ControlMessage::decode(payload) {
                 Ok(ControlMessage::Node(info)) => inner.node_seen(info),

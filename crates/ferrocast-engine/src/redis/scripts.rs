@@ -5,7 +5,8 @@
 ///
 /// KEYS: history, meta, idempotency key, pub/sub channel.
 /// ARGV: envelope, history size, history ttl (s), meta ttl (s), epoch candidate,
-///       idempotency ttl (s, 0 = none), use history (1/0).
+///       idempotency ttl (s, 0 = none), use history (1/0), publish command (`publish`, or
+///       `spublish` on a Redis Cluster).
 /// Returns {offset, epoch}.
 pub const PUBLISH: &str = r#"
 if ARGV[6] ~= '0' then
@@ -29,7 +30,7 @@ if ARGV[7] == '1' then
   redis.call('expire', KEYS[1], ARGV[3])
   redis.call('expire', KEYS[2], ARGV[4])
 end
-redis.call('publish', KEYS[4], cmsgpack.pack(offset) .. cmsgpack.pack(epoch) .. ARGV[1])
+redis.call(ARGV[8], KEYS[4], cmsgpack.pack(offset) .. cmsgpack.pack(epoch) .. ARGV[1])
 if ARGV[6] ~= '0' then
   redis.call('set', KEYS[3], offset .. ':' .. epoch, 'EX', ARGV[6])
 end
@@ -89,8 +90,9 @@ return redis.call('hgetall', KEYS[1])
 
 /// Registers a user connection under a limit.
 ///
-/// KEYS: user connections zset, online zset. ARGV: user, client, now (s), expiry (s),
-/// ttl (s), limit (0 none). Returns 1 when registered, 0 when over the limit.
+/// KEYS: user connections zset, online zset (absent on a Redis Cluster). ARGV: user,
+/// client, now (s), expiry (s), ttl (s), limit (0 none), track online (1/0).
+/// Returns 1 when registered, 0 when over the limit.
 pub const USER_ADD: &str = r#"
 redis.call('zremrangebyscore', KEYS[1], '-inf', ARGV[3])
 local limit = tonumber(ARGV[6])
@@ -101,17 +103,20 @@ if limit > 0 and redis.call('zscore', KEYS[1], ARGV[2]) == false then
 end
 redis.call('zadd', KEYS[1], ARGV[4], ARGV[2])
 redis.call('expire', KEYS[1], ARGV[5])
-redis.call('zadd', KEYS[2], ARGV[4], ARGV[1])
+if ARGV[7] == '1' then
+  redis.call('zadd', KEYS[2], ARGV[4], ARGV[1])
+end
 return 1
 "#;
 
 /// Removes a user connection; the user goes offline when none is left.
 ///
-/// KEYS: user connections zset, online zset. ARGV: user, client, now (s).
+/// KEYS: user connections zset, online zset (absent on a Redis Cluster).
+/// ARGV: user, client, now (s), track online (1/0).
 pub const USER_REMOVE: &str = r#"
 redis.call('zrem', KEYS[1], ARGV[2])
 redis.call('zremrangebyscore', KEYS[1], '-inf', ARGV[3])
-if redis.call('zcard', KEYS[1]) == 0 then
+if ARGV[4] == '1' and redis.call('zcard', KEYS[1]) == 0 then
   redis.call('zrem', KEYS[2], ARGV[1])
 end
 return 1

@@ -4,12 +4,11 @@
 //! entries are applied in stream order. A new lease holder first takes over the entries
 //! still pending for any consumer (a node that died mid-batch), then reads new ones.
 
-use super::conn::{Conn, unavailable};
+use super::conn::{Conn, Handle, Target, cluster_builder, unavailable};
 use super::keys::Keys;
 use super::scripts;
 use crate::{CommandStream, EngineError, StreamCommand};
 use async_trait::async_trait;
-use redis::aio::MultiplexedConnection;
 use redis::{Script, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +28,7 @@ pub struct RedisCommandStream {
 
 #[derive(Default)]
 struct ReaderState {
-    conn: Option<MultiplexedConnection>,
+    conn: Option<Handle>,
     group_ready: bool,
     /// The consumer whose takeover of pending entries is complete.
     caught_up_for: Option<String>,
@@ -107,25 +106,35 @@ impl RedisCommandStream {
         }
     }
 
-    async fn reader_conn(
-        &self,
-        st: &mut ReaderState,
-    ) -> Result<MultiplexedConnection, EngineError> {
+    /// The reader's own connection: a blocking XREADGROUP must not stall the commands
+    /// of the shared one.
+    async fn reader_conn(&self, st: &mut ReaderState) -> Result<Handle, EngineError> {
         if let Some(c) = &st.conn {
             return Ok(c.clone());
         }
-        let cfg = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(None);
-        let c = tokio::time::timeout(
-            Duration::from_secs(3),
-            self.conn
-                .client()
-                .get_multiplexed_async_connection_with_config(&cfg),
-        )
-        .await
-        .map_err(|_| EngineError::Unavailable("redis connect timed out".into()))?
-        .map_err(unavailable)?;
+        let connect = async {
+            match self.conn.target() {
+                Target::Single(client) => {
+                    let cfg = redis::AsyncConnectionConfig::new()
+                        .set_connection_timeout(Some(Duration::from_secs(2)))
+                        .set_response_timeout(None);
+                    client
+                        .get_multiplexed_async_connection_with_config(&cfg)
+                        .await
+                        .map(Handle::Direct)
+                }
+                Target::Cluster(addresses) => cluster_builder(addresses)
+                    .response_timeout(Duration::from_secs(5))
+                    .build()?
+                    .get_async_connection()
+                    .await
+                    .map(Handle::Cluster),
+            }
+        };
+        let c = tokio::time::timeout(Duration::from_secs(3), connect)
+            .await
+            .map_err(|_| EngineError::Unavailable("redis connect timed out".into()))?
+            .map_err(unavailable)?;
         st.conn = Some(c.clone());
         Ok(c)
     }
@@ -181,10 +190,8 @@ impl CommandStream for RedisCommandStream {
 
     async fn dead_letter(&self, entry: &StreamCommand, error: &str) -> Result<(), EngineError> {
         let mut conn = self.conn.get()?;
-        let mut p = redis::pipe();
-        p.atomic()
-            .cmd("XADD")
-            .arg(self.keys.api_dead())
+        let mut add = redis::cmd("XADD");
+        add.arg(self.keys.api_dead())
             .arg("MAXLEN")
             .arg("~")
             .arg(DEAD_LETTER_MAXLEN)
@@ -196,12 +203,21 @@ impl CommandStream for RedisCommandStream {
             .arg("payload")
             .arg(entry.payload.as_deref().unwrap_or(b""))
             .arg("error")
-            .arg(error)
+            .arg(error);
+        let mut ack = redis::cmd("XACK");
+        ack.arg(self.keys.api_stream()).arg(GROUP).arg(&entry.id);
+        if conn.is_cluster() {
+            // The two streams live in different slots of a Redis Cluster: no transaction.
+            // An entry whose XACK fails after its XADD is dead-lettered twice, never lost.
+            Conn::run(add.query_async::<Value>(&mut conn)).await?;
+            Conn::run(ack.query_async::<i64>(&mut conn)).await?;
+            return Ok(());
+        }
+        let mut p = redis::pipe();
+        p.atomic()
+            .add_command(add)
             .ignore()
-            .cmd("XACK")
-            .arg(self.keys.api_stream())
-            .arg(GROUP)
-            .arg(&entry.id)
+            .add_command(ack)
             .ignore();
         Conn::run(p.query_async::<()>(&mut conn)).await
     }
