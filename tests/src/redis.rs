@@ -162,13 +162,23 @@ impl RedisCluster {
     /// Starts `n` (at least 3) members and forms the cluster; returns once every member
     /// reports `cluster_state:ok`.
     pub async fn start(n: usize) -> RedisCluster {
+        Self::start_opts(n, false).await
+    }
+
+    /// Like [`RedisCluster::start`], with members that persist every write (AOF), so a
+    /// restarted member keeps its data.
+    pub async fn start_persistent(n: usize) -> RedisCluster {
+        Self::start_opts(n, true).await
+    }
+
+    async fn start_opts(n: usize, persistent: bool) -> RedisCluster {
         let mut members = Vec::new();
         for _ in 0..n {
             let mut r = RedisProcess {
                 child: None,
                 port: free_cluster_port(),
                 dir: tempfile::tempdir().expect("tempdir"),
-                persistent: false,
+                persistent,
                 cluster: true,
             };
             r.spawn().await;
@@ -355,6 +365,35 @@ impl Backplane {
         match self {
             Backplane::Standalone(r) => r.iter().map(RedisProcess::url).collect(),
             Backplane::Cluster(c) => c.urls(),
+        }
+    }
+
+    /// A persistent (AOF) standalone redis-server.
+    pub async fn standalone_persistent() -> Backplane {
+        Backplane::Standalone(vec![RedisProcess::start_persistent().await])
+    }
+
+    /// A Redis Cluster of three persistent (AOF) masters.
+    pub async fn cluster_persistent() -> Backplane {
+        Backplane::Cluster(RedisCluster::start_persistent(3).await)
+    }
+
+    /// The Redis process serving `key`: the standalone instance, or the cluster member
+    /// owning its slot.
+    pub async fn member_for(&mut self, key: &str) -> &mut RedisProcess {
+        match self {
+            Backplane::Standalone(r) => &mut r[0],
+            Backplane::Cluster(c) => {
+                let i = c.member_of(key).await;
+                &mut c.members[i]
+            }
+        }
+    }
+
+    /// Waits until the backplane serves every key again (a cluster: `cluster_state:ok`).
+    pub async fn wait_serving(&self) {
+        if let Backplane::Cluster(c) = self {
+            c.wait_ok().await;
         }
     }
 

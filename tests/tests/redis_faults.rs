@@ -3,14 +3,24 @@
 
 use ferrocast_tests::node::{cluster_config, now};
 use ferrocast_tests::recovering::{account, publish_seq};
-use ferrocast_tests::{NodeProcess, RecoveringSubscriber, RedisProcess, token};
+use ferrocast_tests::{Backplane, NodeProcess, RecoveringSubscriber, RedisProcess, token};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
 #[tokio::test]
 async fn redis_restart_mid_stream_loses_nothing() {
-    let mut redis = RedisProcess::start_persistent().await;
-    let cfg = cluster_config(&[redis.url()], "fc");
+    restart_mid_stream_loses_nothing(Backplane::standalone_persistent().await).await;
+}
+
+#[tokio::test]
+async fn redis_cluster_member_restart_mid_stream_loses_nothing() {
+    restart_mid_stream_loses_nothing(Backplane::cluster_persistent().await).await;
+}
+
+/// Kills the Redis serving the channel (on a cluster: the member owning its slot) in the
+/// middle of a stream of publications, and restarts it with its data.
+async fn restart_mid_stream_loses_nothing(mut bp: Backplane) {
+    let cfg = bp.node_config("fc");
     let mut nodes = Vec::new();
     for _ in 0..2 {
         nodes.push(NodeProcess::start(cfg.clone()).await);
@@ -53,6 +63,7 @@ async fn redis_restart_mid_stream_loses_nothing() {
     while subs[0].received().seqs.len() < 200 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let redis = bp.member_for("fc:hist:{live:x}").await;
     redis.kill().await;
     // Unready and failing fast while Redis is gone.
     nodes[0].wait_ready(503).await;
@@ -70,6 +81,7 @@ async fn redis_restart_mid_stream_loses_nothing() {
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     redis.restart().await;
+    bp.wait_serving().await;
     for n in &nodes {
         n.wait_ready(200).await;
     }

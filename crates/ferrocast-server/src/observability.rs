@@ -30,7 +30,8 @@ fn log_layer<S>(cfg: &LogConfig) -> Box<dyn Layer<S> + Send + Sync>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
-    let filter = EnvFilter::try_new(&cfg.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_new(log_directives(&cfg.level))
+        .unwrap_or_else(|_| EnvFilter::new(log_directives("info")));
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     match cfg.format {
         LogFormat::Json => fmt
@@ -41,6 +42,17 @@ where
             .with_filter(filter)
             .boxed(),
         LogFormat::Text => fmt.with_filter(filter).boxed(),
+    }
+}
+
+/// The level filter with the Redis client library quietened to errors unless the filter
+/// names it: while a Redis node is down it reports every reconnection attempt, and the
+/// engine already logs what matters (unreachable, reachable, pub/sub lost, reconnected).
+fn log_directives(level: &str) -> String {
+    if level.contains("redis") {
+        level.to_string()
+    } else {
+        format!("{level},redis=error")
     }
 }
 
