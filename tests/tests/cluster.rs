@@ -518,6 +518,50 @@ async fn command_stream_survives_the_death_of_its_consumer(bp: Backplane) {
     );
 }
 
+async fn channels_api_counts_subscribers_on_every_node(bp: Backplane) {
+    let nodes = cluster(&bp, 3).await;
+    // Every node must know the others before it can ask them.
+    for _ in 0..100 {
+        let info = nodes[0].api_ok("info", json!({})).await;
+        if info["nodes"].as_array().unwrap().len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut clients = Vec::new();
+    for (node, channel) in [
+        (0, "news"),
+        (0, "news"),
+        (1, "news"),
+        (1, "chat:a"),
+        (2, "chat:b"),
+    ] {
+        let (mut c, _) = Client::connect(&nodes[node].ws_url(), &user_token("c")).await;
+        let r = c.command("subscribe", json!({"channel": channel})).await;
+        assert!(r.get("subscribe").is_some(), "{r}");
+        clients.push(c);
+    }
+    for asked in [0, 2] {
+        let all = nodes[asked].api_ok("channels", json!({})).await;
+        assert_eq!(
+            all["channels"],
+            json!({
+                "news": {"num_clients": 3},
+                "chat:a": {"num_clients": 1},
+                "chat:b": {"num_clients": 1},
+            }),
+            "asked node-{asked}"
+        );
+    }
+    let chat = nodes[1]
+        .api_ok("channels", json!({"pattern": "chat:*"}))
+        .await;
+    assert_eq!(
+        chat["channels"],
+        json!({"chat:a": {"num_clients": 1}, "chat:b": {"num_clients": 1}})
+    );
+}
+
 // Every case above runs on both backplanes.
 
 #[tokio::test]
@@ -639,4 +683,14 @@ async fn channels_are_spread_over_the_slots_of_a_redis_cluster() {
         counts.iter().filter(|c| **c > 0).count() >= 2,
         "all channels on one member: {counts:?}"
     );
+}
+
+#[tokio::test]
+async fn channels_api_counts_subscribers_on_every_node_on_redis() {
+    channels_api_counts_subscribers_on_every_node(Backplane::standalone().await).await;
+}
+
+#[tokio::test]
+async fn channels_api_counts_subscribers_on_every_node_on_redis_cluster() {
+    channels_api_counts_subscribers_on_every_node(Backplane::cluster().await).await;
 }

@@ -360,10 +360,8 @@ async fn dispatch(node: &Node, method: &str, body: &[u8]) -> Result<Value, Proto
         "channels" => {
             let b: ChannelsBody = parse(body)?;
             let mut channels = Map::new();
-            for (name, n) in node.hub.channels() {
-                if b.pattern.is_empty() || glob_match(&b.pattern, &name) {
-                    channels.insert(name, json!({ "num_clients": n }));
-                }
+            for (name, n) in crate::survey::channels(node, &b.pattern).await {
+                channels.insert(name, json!({ "num_clients": n }));
             }
             Ok(json!({ "channels": channels }))
         }

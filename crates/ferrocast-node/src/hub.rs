@@ -111,6 +111,8 @@ pub struct Hub {
     client_shards: Box<[RwLock<ClientShard>]>,
     clients: AtomicUsize,
     subscriptions: AtomicUsize,
+    /// Cluster-wide surveys in flight and questions from other nodes.
+    pub surveys: crate::survey::Surveys,
 }
 
 impl Default for Hub {
@@ -133,6 +135,7 @@ impl Hub {
             client_shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
             clients: AtomicUsize::new(0),
             subscriptions: AtomicUsize::new(0),
+            surveys: Default::default(),
         }
     }
 
@@ -373,6 +376,9 @@ impl Hub {
     pub fn apply_control(&self, message: ControlMessage) {
         match message {
             ControlMessage::Node(_) => {}
+            m @ (ControlMessage::ChannelsRequest { .. } | ControlMessage::ChannelsReply { .. }) => {
+                self.surveys.on_control(m)
+            }
             ControlMessage::Disconnect {
                 user,
                 client,

@@ -21,6 +21,7 @@ pub mod node;
 pub mod outbox;
 pub mod session;
 pub mod subscriber;
+pub mod survey;
 pub mod telemetry;
 
 pub use node::{Node, NodeError, NodeOptions, PublishParams};

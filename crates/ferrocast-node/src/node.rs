@@ -115,6 +115,7 @@ impl Node {
         });
         crate::cluster::spawn(&node);
         crate::ingest::spawn(&node);
+        crate::survey::spawn(&node);
         Ok(node)
     }
 

@@ -238,6 +238,22 @@ pub enum ControlMessage {
         /// New expiry (Unix seconds, 0: never).
         expire_at: i64,
     },
+    /// Every other node: report your channels matching `pattern` (`channels` API).
+    ChannelsRequest {
+        /// Survey id.
+        id: String,
+        /// Node that asks (it does not answer itself).
+        from: String,
+        /// Glob pattern (empty: all).
+        pattern: String,
+    },
+    /// A node's answer to a [`ControlMessage::ChannelsRequest`].
+    ChannelsReply {
+        /// Survey id.
+        id: String,
+        /// Channel name and local subscriber count.
+        channels: Vec<(String, u64)>,
+    },
 }
 
 impl ControlMessage {
