@@ -16,7 +16,8 @@
 #       (HTTP API publish); the best rate has zero loss and p99 < 50 ms.
 #   W1c the same steps with --publish client (a WebSocket connection sending `publish`).
 #   W1n the same steps against nats-server (WebSocket listener, NATS protocol) for comparison.
-#   W2  3 ferrocast nodes + Redis, 2,000 subscribers spread over the nodes (needs redis-server).
+#   W2  3 ferrocast nodes + Redis, 2,000 subscribers spread over the nodes (needs redis-server),
+#       HTTP API publish; then W2x: the same with XADD to the backend command stream.
 #   W3  many channels: 10,000 subscribers over 5,000 channels, 5,000 msg/s.
 #   W4  idle memory: broker RSS before/after 10,000 idle connections, one channel each
 #       (W4n: the same against nats-server).
@@ -336,6 +337,13 @@ if want W2; then
                 --duration "$STEP_SECS" --drain-secs 5)
             log "W2: $(echo "$json" | jq -c '{published, publish_rate, lost, p50: .latency_us.p50, p99: .latency_us.p99, errors}')"
             ok_sustained "$json" || break
+        done
+        for rate in 100 1000; do
+            log "W2x: 3 nodes + Redis, 2,000 subscribers, $rate msg/s (XADD to the command stream)"
+            json=$(measure W2x --insecure --publish redis --redis-addr "${REDIS_URL#redis://}" \
+                --redis-stream ferrocast:api --connections 2000 --connect-rate 2000 \
+                --channels shared --rate "$rate" --duration "$STEP_SECS" --drain-secs 5)
+            log "W2x: $(echo "$json" | jq -c '{published, publish_rate, lost, p50: .latency_us.p50, p99: .latency_us.p99, errors}')"
         done
         stop_servers
         stop_pid "$REDIS_PID" 5

@@ -292,6 +292,31 @@ impl Client {
         }
     }
 
+    /// Sends a WebSocket Ping with `payload` and waits for the Pong; returns its payload
+    /// (`None` on timeout or close). JSON frames read meanwhile are kept.
+    pub async fn ws_ping(&mut self, payload: &[u8]) -> Option<Vec<u8>> {
+        self.ws
+            .send(Message::Ping(payload.to_vec().into()))
+            .await
+            .ok()?;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .ok()??
+            {
+                Ok(Message::Pong(p)) => return Some(p.to_vec()),
+                Ok(Message::Text(t)) => {
+                    for v in serde_json::Deserializer::from_str(t.as_str()).into_iter::<Value>() {
+                        self.pending.push_back(v.expect("server sent invalid JSON"));
+                    }
+                }
+                Ok(Message::Close(_)) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+
     /// Closes the connection from the client side.
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;

@@ -472,3 +472,23 @@ async fn server_heartbeat_and_no_pong() {
     let (code, _) = c.closed().await;
     assert_eq!(code, 3012);
 }
+
+#[tokio::test]
+async fn websocket_pings_get_pongs_between_replies_and_pushes() {
+    let n = node().await;
+    let (mut c, _) = Client::connect(&n.ws_url(), &user_token("p")).await;
+    assert_eq!(c.ws_ping(b"before").await.as_deref(), Some(&b"before"[..]));
+    let r = c.command("subscribe", json!({"channel": "news"})).await;
+    assert!(r.get("subscribe").is_some(), "{r}");
+    n.api_ok("publish", json!({"channel": "news", "data": {"n": 1}}))
+        .await;
+    // The pong is sent by the same writer as replies and pushes; nothing is lost or
+    // reordered around it.
+    assert_eq!(c.ws_ping(b"after").await.as_deref(), Some(&b"after"[..]));
+    assert_eq!(c.push().await["pub"]["data"]["n"], 1);
+    let r = c
+        .command("publish", json!({"channel": "news", "data": {"n": 2}}))
+        .await;
+    assert!(r.get("publish").is_some(), "{r}");
+    assert_eq!(c.push().await["pub"]["data"]["n"], 2);
+}

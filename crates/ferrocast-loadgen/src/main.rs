@@ -11,6 +11,7 @@ mod centrifugo;
 mod http;
 mod nats;
 mod publish;
+mod redis;
 mod scan;
 mod stats;
 
@@ -40,7 +41,7 @@ pub enum PublishPath {
     Http,
     /// A dedicated publisher connection sending `publish` commands (NATS: `PUB`).
     Client,
-    /// XADD to the ferrocast:api stream (not implemented yet).
+    /// XADD to the backend command stream (`--redis-addr`, `--redis-stream`).
     Redis,
 }
 
@@ -106,9 +107,15 @@ struct Args {
     /// Server API base URL, default http://<host:port of the first --url>/api.
     #[arg(long)]
     api_url: Option<String>,
-    /// Outstanding pipelined API requests.
+    /// Outstanding pipelined API requests (and XADD commands with --publish redis).
     #[arg(long, default_value_t = 64)]
     http_inflight: usize,
+    /// Redis holding the backend command stream, for --publish redis.
+    #[arg(long, default_value = "127.0.0.1:6379")]
+    redis_addr: SocketAddr,
+    /// The backend command stream key, for --publish redis.
+    #[arg(long, default_value = "ferrocast:api")]
+    redis_stream: String,
     /// Connect without a token (the broker must run with client.insecure = true).
     /// Token signing is not implemented yet, so this is required for Centrifugo.
     #[arg(long)]
@@ -153,6 +160,8 @@ pub struct Config {
     pub api_path: String,
     pub api_key: String,
     pub http_inflight: usize,
+    pub redis_addr: SocketAddr,
+    pub redis_stream: String,
 }
 
 impl Config {
@@ -247,6 +256,8 @@ fn build_config(a: &Args) -> anyhow::Result<Config> {
         api_path: format!("{}/publish", api_base.trim_end_matches('/')),
         api_key: a.api_key.clone(),
         http_inflight: a.http_inflight,
+        redis_addr: a.redis_addr,
+        redis_stream: a.redis_stream.clone(),
     })
 }
 

@@ -1,15 +1,14 @@
 //! The publish side: a paced loop driving one of the publish paths.
 //!
-//! Extension point: a new path (e.g. `--publish redis`, which will `XADD ferrocast:api`
-//! entries with fields `method=publish` and `payload=<the same JSON body as the HTTP API>`)
-//! is a new [`Publisher`] variant implementing `capacity`, `send`, `recv` (cancel-safe),
-//! `after_recv` and `finish`, plus one arm in [`Publisher::connect`]. Accounting stays
-//! the same: every message of a batch is counted as sent, and a publisher adds to
-//! `failed[channel]` what the broker refused.
+//! Each path is a [`Publisher`] variant implementing `capacity`, `send`, `recv`
+//! (cancel-safe), `after_recv` and `finish`, plus one arm in [`Publisher::connect`].
+//! Accounting is the same for all: every message of a batch is counted as sent, and a
+//! publisher adds to `failed[channel]` what the broker refused.
 
 use crate::centrifugo::ClientPublisher;
 use crate::http::HttpPublisher;
 use crate::nats::NatsPublisher;
+use crate::redis::RedisPublisher;
 use crate::stats::{Errors, count};
 use crate::{Config, Protocol, PublishPath};
 use std::rc::Rc;
@@ -25,6 +24,7 @@ pub enum Publisher {
     Http(HttpPublisher),
     Client(ClientPublisher),
     Nats(NatsPublisher),
+    Redis(RedisPublisher),
 }
 
 impl Publisher {
@@ -48,9 +48,19 @@ impl Publisher {
                 )
                 .await?,
             ),
-            (_, PublishPath::Redis) => anyhow::bail!(
-                "--publish redis is not implemented yet (it will XADD to the ferrocast:api stream)"
+            (Protocol::Centrifugo, PublishPath::Redis) => Publisher::Redis(
+                RedisPublisher::connect(
+                    cfg.redis_addr,
+                    cfg.redis_stream.clone(),
+                    channels,
+                    cfg.payload_size,
+                    cfg.http_inflight,
+                )
+                .await?,
             ),
+            (Protocol::Nats, PublishPath::Redis) => {
+                anyhow::bail!("--protocol nats supports --publish client only")
+            }
             (Protocol::Nats, PublishPath::Http) => {
                 anyhow::bail!("--protocol nats supports --publish client only")
             }
@@ -62,6 +72,7 @@ impl Publisher {
             Publisher::Http(p) => p.capacity(),
             Publisher::Client(p) => p.capacity(),
             Publisher::Nats(p) => p.capacity(),
+            Publisher::Redis(p) => p.capacity(),
         }
     }
 
@@ -70,6 +81,7 @@ impl Publisher {
             Publisher::Http(p) => p.send(batch).await,
             Publisher::Client(p) => p.send(batch).await,
             Publisher::Nats(p) => p.send(batch).await,
+            Publisher::Redis(p) => p.send(batch).await,
         }
     }
 
@@ -78,6 +90,7 @@ impl Publisher {
             Publisher::Http(p) => p.recv().await,
             Publisher::Client(p) => p.recv().await,
             Publisher::Nats(p) => p.recv().await.map(|_| ()),
+            Publisher::Redis(p) => p.recv().await,
         }
     }
 
@@ -86,6 +99,7 @@ impl Publisher {
             Publisher::Http(p) => p.after_recv().await,
             Publisher::Client(p) => p.after_recv().await,
             Publisher::Nats(p) => p.after_recv().await,
+            Publisher::Redis(p) => p.after_recv().await,
         }
     }
 
@@ -94,6 +108,7 @@ impl Publisher {
             Publisher::Http(p) => p.finish(within).await,
             Publisher::Client(p) => p.finish(within).await,
             Publisher::Nats(p) => p.finish(within).await,
+            Publisher::Redis(p) => p.finish(within).await,
         }
     }
 
@@ -102,6 +117,7 @@ impl Publisher {
             Publisher::Http(p) => (&mut p.failed, &mut p.errors),
             Publisher::Client(p) => (&mut p.failed, &mut p.errors),
             Publisher::Nats(p) => (&mut p.failed, &mut p.errors),
+            Publisher::Redis(p) => (&mut p.failed, &mut p.errors),
         };
         (std::mem::take(f), std::mem::take(e))
     }
@@ -112,6 +128,7 @@ impl Publisher {
         match self {
             Publisher::Http(p) => p.pending(),
             Publisher::Client(p) => p.pending(),
+            Publisher::Redis(p) => p.pending(),
             Publisher::Nats(_) => 0,
         }
     }

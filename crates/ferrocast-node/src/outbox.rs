@@ -17,8 +17,12 @@ const SHRINK_ABOVE: usize = 64;
 /// What the writer should do next.
 #[derive(Debug)]
 pub enum Outgoing {
-    /// Write these frames (in order).
-    Frames,
+    /// Write these frames (in order), after answering the transport-level ping whose
+    /// payload is given, if any.
+    Frames {
+        /// Payload of the latest unanswered transport ping.
+        pong: Option<Bytes>,
+    },
     /// Close the connection with this code and reason (after the frames taken).
     Close(Disconnect),
 }
@@ -27,6 +31,7 @@ struct State {
     frames: VecDeque<Bytes>,
     bytes: usize,
     close: Option<Disconnect>,
+    pong: Option<Bytes>,
 }
 
 /// A bounded byte queue with a close signal.
@@ -55,6 +60,7 @@ impl Outbox {
                 frames: VecDeque::new(),
                 bytes: 0,
                 close: None,
+                pong: None,
             }),
             notify: Notify::new(),
             max_bytes,
@@ -83,6 +89,18 @@ impl Outbox {
             self.notify.notify_waiters();
         }
         PushResult::Queued
+    }
+
+    /// Asks the writer to answer a transport-level ping (a WebSocket Ping) with this
+    /// payload; only the latest one is kept.
+    pub fn pong(&self, payload: Bytes) {
+        let mut s = self.state.lock();
+        if s.close.is_some() {
+            return;
+        }
+        s.pong = Some(payload);
+        drop(s);
+        self.notify.notify_waiters();
     }
 
     /// Asks the writer to close the connection once the frames queued so far are written.
@@ -118,14 +136,16 @@ impl Outbox {
             let notified = self.notify.notified();
             {
                 let mut s = self.state.lock();
-                if !s.frames.is_empty() {
+                if !s.frames.is_empty() || s.pong.is_some() {
                     into.extend(s.frames.drain(..));
                     s.bytes = 0;
                     if s.frames.capacity() > SHRINK_ABOVE {
                         // Give back what a burst grew; idle connections stay small.
                         s.frames = VecDeque::new();
                     }
-                    return Outgoing::Frames;
+                    return Outgoing::Frames {
+                        pong: s.pong.take(),
+                    };
                 }
                 if let Some(reason) = &s.close {
                     return Outgoing::Close(reason.clone());
@@ -169,8 +189,24 @@ mod tests {
         o.push(Bytes::from_static(b"b"));
         o.close(Disconnect::SHUTDOWN);
         let mut v = Vec::new();
-        assert!(matches!(o.next(&mut v).await, Outgoing::Frames));
+        assert!(matches!(
+            o.next(&mut v).await,
+            Outgoing::Frames { pong: None }
+        ));
         assert_eq!(v.len(), 2);
         assert!(matches!(o.next(&mut v).await, Outgoing::Close(d) if d.code == 3001));
+    }
+
+    #[tokio::test]
+    async fn a_ping_wakes_the_writer_even_without_frames() {
+        let o = Outbox::new(100);
+        o.pong(Bytes::from_static(b"p1"));
+        o.pong(Bytes::from_static(b"p2"));
+        let mut v = Vec::new();
+        match o.next(&mut v).await {
+            Outgoing::Frames { pong } => assert_eq!(pong.as_deref(), Some(&b"p2"[..])),
+            other => panic!("{other:?}"),
+        }
+        assert!(v.is_empty());
     }
 }

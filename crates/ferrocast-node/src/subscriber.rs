@@ -167,7 +167,7 @@ mod tests {
     async fn drained(o: &Outbox) -> Vec<Bytes> {
         let mut v = Vec::new();
         o.close(ferrocast_protocol::Disconnect::SHUTDOWN);
-        while let Outgoing::Frames = o.next(&mut v).await {}
+        while let Outgoing::Frames { .. } = o.next(&mut v).await {}
         v
     }
 

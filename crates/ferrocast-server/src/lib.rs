@@ -12,3 +12,4 @@ pub mod ratelimit;
 pub mod serve;
 pub mod token;
 pub mod websocket;
+pub mod wsframe;

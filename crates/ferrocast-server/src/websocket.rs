@@ -1,37 +1,37 @@
 //! The WebSocket transport: where a client frame enters ferrocast.
 //!
-//! The upgrade is validated here (hyper does not), then the socket is split: a reader
-//! feeds [`Session`] through [`FrameSource`], and a writer task drains the session's
-//! outbox, joining queued frames into as few WebSocket messages as it can and flushing
-//! once per batch.
+//! The upgrade is validated here (hyper does not), then the TCP stream is split: the
+//! read half goes through tungstenite (frame parsing, unmasking, size limits) and feeds
+//! [`Session`] through [`FrameSource`]; a writer task owns the write half and drains the
+//! session's outbox, joining queued frames into as few WebSocket messages as it can and
+//! writing them with one vectored write per batch (see [`crate::wsframe`]).
 
-use bytes::{BufMut, Bytes, BytesMut};
+use crate::wsframe;
+use bytes::Bytes;
 use ferrocast_node::Node;
 use ferrocast_node::outbox::{Outbox, Outgoing};
 use ferrocast_node::session::{FrameSource, Incoming, Session};
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_util::task::TaskTracker;
-
-type Ws = WebSocketStream<TokioIo<Upgraded>>;
 
 /// Read buffer per connection: client commands are small, and larger messages are simply
 /// read in several steps. This buffer is most of an idle connection's memory.
 const READ_BUFFER: usize = 2048;
-
-/// Largest WebSocket message the writer builds when joining queued frames.
-const MAX_BATCH_MESSAGE: usize = 16 * 1024;
 
 /// Why an upgrade request was refused.
 #[derive(Debug, thiserror::Error)]
@@ -126,26 +126,79 @@ pub fn switching_protocols<B: Default>(accept: String) -> Response<B> {
 
 /// Runs a client session over an upgraded connection until it ends.
 pub async fn serve_socket(node: Arc<Node>, upgraded: Upgraded, tracker: TaskTracker) {
+    // Take the TCP stream back from hyper: reads go through tungstenite (frame parsing,
+    // unmasking, limits), writes go straight to the socket (see `wsframe`).
+    let parts = match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(p) => p,
+        Err(_) => {
+            tracing::error!("websocket upgrade over an unexpected transport");
+            return;
+        }
+    };
+    let (read, write) = parts.io.into_inner().into_split();
     let max = node.client.max_message_size;
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
-        .max_write_buffer_size(node.client.queue_max_size.max(MAX_BATCH_MESSAGE) * 2)
         .max_message_size(Some(max))
         .max_frame_size(Some(max));
-    let ws =
-        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
-    let (sink, stream) = ws.split();
+    let reader = ReadSide {
+        prefix: parts.read_buf,
+        inner: read,
+    };
+    let ws = WebSocketStream::from_raw_socket(reader, Role::Server, Some(config)).await;
     let (session, outbox) = Session::new(node);
-    let writer = tracker.spawn(write_loop(sink, outbox));
-    let reason = session.run(WsSource { stream }).await;
+    let writer = tracker.spawn(write_loop(write, outbox.clone()));
+    let reason = session.run(WsSource { stream: ws, outbox }).await;
     tracing::debug!(code = reason.code, reason = %reason.reason, "session ended");
     // Give the writer a moment to send the close frame.
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
 }
 
+/// The read half under tungstenite, with the bytes hyper read past the upgrade request
+/// first. What tungstenite writes by itself (automatic pongs and close replies) is
+/// dropped here: the session's writer sends those (`Outbox::pong`, close on end).
+struct ReadSide {
+    prefix: Bytes,
+    inner: OwnedReadHalf,
+}
+
+impl AsyncRead for ReadSide {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ReadSide {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
 struct WsSource {
-    stream: SplitStream<Ws>,
+    stream: WebSocketStream<ReadSide>,
+    outbox: Arc<Outbox>,
 }
 
 impl FrameSource for WsSource {
@@ -154,7 +207,11 @@ impl FrameSource for WsSource {
             return match self.stream.next().await {
                 Some(Ok(Message::Text(t))) => Incoming::Frame(Bytes::from(t)),
                 Some(Ok(Message::Binary(_))) => Incoming::Binary,
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                Some(Ok(Message::Ping(payload))) => {
+                    self.outbox.pong(payload);
+                    continue;
+                }
+                Some(Ok(Message::Pong(_) | Message::Frame(_))) => continue,
                 Some(Ok(Message::Close(_))) | None => Incoming::Closed,
                 Some(Err(WsError::Capacity(
                     CapacityError::MessageTooLong { .. } | CapacityError::TooManyHeaders,
@@ -167,7 +224,7 @@ impl FrameSource for WsSource {
     }
 }
 
-async fn write_loop(mut sink: SplitSink<Ws, Message>, outbox: Arc<Outbox>) {
+async fn write_loop(mut socket: OwnedWriteHalf, outbox: Arc<Outbox>) {
     let mut batch: Vec<Bytes> = Vec::new();
     loop {
         batch.clear();
@@ -175,58 +232,22 @@ async fn write_loop(mut sink: SplitSink<Ws, Message>, outbox: Arc<Outbox>) {
             batch = Vec::new();
         }
         match outbox.next(&mut batch).await {
-            Outgoing::Frames => {
-                if write_batch(&mut sink, &batch).await.is_err() {
+            Outgoing::Frames { pong } => {
+                if wsframe::write_frames(&mut socket, pong.as_ref(), &batch)
+                    .await
+                    .is_err()
+                {
                     outbox.close(ferrocast_protocol::Disconnect::WRITE_ERROR);
                     return;
                 }
             }
             Outgoing::Close(reason) => {
-                let frame = CloseFrame {
-                    code: CloseCode::from(reason.code),
-                    reason: reason.reason.as_ref().into(),
-                };
-                let _ = sink.send(Message::Close(Some(frame))).await;
-                let _ = sink.close().await;
+                let _ = wsframe::write_close(&mut socket, reason.code, &reason.reason).await;
+                let _ = socket.shutdown().await;
                 return;
             }
         }
     }
-}
-
-fn text(bytes: Bytes) -> Option<Message> {
-    tokio_tungstenite::tungstenite::Utf8Bytes::try_from(bytes)
-        .ok()
-        .map(Message::Text)
-}
-
-/// Writes queued frames, joining consecutive small ones with `\n` into one message.
-async fn write_batch(sink: &mut SplitSink<Ws, Message>, batch: &[Bytes]) -> Result<(), WsError> {
-    if let [single] = batch {
-        if let Some(m) = text(single.clone()) {
-            sink.send(m).await?;
-        }
-        return Ok(());
-    }
-    let mut buf = BytesMut::new();
-    for frame in batch {
-        if !buf.is_empty()
-            && buf.len() + frame.len() + 1 > MAX_BATCH_MESSAGE
-            && let Some(m) = text(buf.split().freeze())
-        {
-            sink.feed(m).await?;
-        }
-        if !buf.is_empty() {
-            buf.put_u8(b'\n');
-        }
-        buf.extend_from_slice(frame);
-    }
-    if !buf.is_empty()
-        && let Some(m) = text(buf.freeze())
-    {
-        sink.feed(m).await?;
-    }
-    sink.flush().await
 }
 
 #[cfg(test)]
