@@ -37,7 +37,11 @@ struct State {
 /// A bounded byte queue with a close signal.
 pub struct Outbox {
     state: Mutex<State>,
+    /// Wakes the writer: frames, a pong or a close to write.
     notify: Notify,
+    /// Wakes whoever waits in [`Outbox::closed`] (the session), on close only: a frame
+    /// pushed to a busy connection must not wake its session as well as its writer.
+    close_notify: Notify,
     max_bytes: usize,
 }
 
@@ -63,6 +67,7 @@ impl Outbox {
                 pong: None,
             }),
             notify: Notify::new(),
+            close_notify: Notify::new(),
             max_bytes,
         }
     }
@@ -79,6 +84,7 @@ impl Outbox {
             s.close = Some(Disconnect::SLOW);
             drop(s);
             self.notify.notify_waiters();
+            self.close_notify.notify_waiters();
             return PushResult::Overflow;
         }
         s.bytes += frame.len();
@@ -112,6 +118,7 @@ impl Outbox {
         }
         drop(s);
         self.notify.notify_waiters();
+        self.close_notify.notify_waiters();
     }
 
     /// Whether a close was requested.
@@ -158,7 +165,7 @@ impl Outbox {
     /// Waits until a close is requested.
     pub async fn closed(&self) -> Disconnect {
         loop {
-            let notified = self.notify.notified();
+            let notified = self.close_notify.notified();
             if let Some(reason) = self.close_reason() {
                 return reason;
             }
