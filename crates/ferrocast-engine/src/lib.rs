@@ -142,8 +142,8 @@ pub trait CommandStream: Send + Sync + 'static {
         count: usize,
         block: Duration,
     ) -> Result<Vec<StreamCommand>, EngineError>;
-    /// Marks an entry as applied.
-    async fn ack(&self, id: &str) -> Result<(), EngineError>;
+    /// Marks entries as applied (one command for all of them).
+    async fn ack(&self, ids: &[String]) -> Result<(), EngineError>;
     /// Moves an entry that can never be applied to the dead-letter stream, with `error`.
     async fn dead_letter(&self, entry: &StreamCommand, error: &str) -> Result<(), EngineError>;
 }

@@ -3,7 +3,8 @@
 //!
 //! Only the node holding the stream lease consumes, entry by entry in stream order, so
 //! publications of a channel keep stream order. An entry is acknowledged only after it
-//! took effect; a temporary failure (engine unavailable) keeps it and retries in order;
+//! took effect (the entries of one read together, in one XACK, before the next read); a
+//! temporary failure (engine unavailable) keeps it and retries in order;
 //! an entry that can never work (malformed, unknown method, bad request) goes to the
 //! dead-letter stream with its error. Publishes get the entry id as idempotency key, so
 //! an entry applied twice (a node died before acknowledging) publishes once.
@@ -117,10 +118,9 @@ async fn run(node: Weak<Node>, stream: Arc<dyn CommandStream>) {
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
-        for id in std::mem::take(&mut unacked) {
-            if stream.ack(&id).await.is_err() {
-                unacked.push(id);
-            }
+        // Entries applied since the last read, acknowledged in one command.
+        if !unacked.is_empty() && stream.ack(&unacked).await.is_ok() {
+            unacked.clear();
         }
         if backlog.is_empty() {
             match stream.read(&consumer, READ_COUNT, READ_BLOCK).await {
@@ -143,9 +143,7 @@ async fn run(node: Weak<Node>, stream: Arc<dyn CommandStream>) {
             }
             match apply(&node, entry).await {
                 Outcome::Applied => {
-                    if stream.ack(&entry.id).await.is_err() {
-                        unacked.push(entry.id.clone());
-                    }
+                    unacked.push(entry.id.clone());
                     backlog.pop_front();
                 }
                 Outcome::Dead(error) => {

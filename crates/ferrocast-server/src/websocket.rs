@@ -142,8 +142,11 @@ pub async fn serve_socket(node: Arc<Node>, upgraded: Upgraded, tracker: TaskTrac
         .write_buffer_size(0)
         .max_message_size(Some(max))
         .max_frame_size(Some(max));
+    // The bytes hyper read past the upgrade request; an empty remainder still pins
+    // hyper's whole read buffer (several KiB per connection), so it is not kept.
+    let prefix = (!parts.read_buf.is_empty()).then_some(parts.read_buf);
     let reader = ReadSide {
-        prefix: parts.read_buf,
+        prefix,
         inner: read,
     };
     let ws = WebSocketStream::from_raw_socket(reader, Role::Server, Some(config)).await;
@@ -159,7 +162,7 @@ pub async fn serve_socket(node: Arc<Node>, upgraded: Upgraded, tracker: TaskTrac
 /// first. What tungstenite writes by itself (automatic pongs and close replies) is
 /// dropped here: the session's writer sends those (`Outbox::pong`, close on end).
 struct ReadSide {
-    prefix: Bytes,
+    prefix: Option<Bytes>,
     inner: OwnedReadHalf,
 }
 
@@ -169,9 +172,13 @@ impl AsyncRead for ReadSide {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
-            buf.put_slice(&self.prefix.split_to(n));
+        if let Some(prefix) = self.prefix.as_mut() {
+            let n = prefix.len().min(buf.remaining());
+            buf.put_slice(&prefix.split_to(n));
+            if prefix.is_empty() {
+                // Release hyper's buffer as soon as it is consumed.
+                self.prefix = None;
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)

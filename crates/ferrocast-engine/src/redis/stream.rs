@@ -175,13 +175,16 @@ impl CommandStream for RedisCommandStream {
         res
     }
 
-    async fn ack(&self, id: &str) -> Result<(), EngineError> {
+    async fn ack(&self, ids: &[String]) -> Result<(), EngineError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
         let mut conn = self.conn.get()?;
         Conn::run(
             redis::cmd("XACK")
                 .arg(self.keys.api_stream())
                 .arg(GROUP)
-                .arg(id)
+                .arg(ids)
                 .query_async::<i64>(&mut conn),
         )
         .await?;
