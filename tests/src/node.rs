@@ -220,6 +220,18 @@ impl NodeProcess {
         http_request(self.addr, "GET", path, &[], b"").await
     }
 
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("pid")
+    }
+
+    /// Open file descriptors of the process (sockets included).
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
     /// Sends SIGTERM.
     pub fn sigterm(&self) {
         let pid = self.child.id().expect("pid");

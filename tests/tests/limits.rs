@@ -222,6 +222,9 @@ async fn slow_consumer_is_closed_3008_and_others_get_everything() {
     let n = node_with(|c| {
         c["client"]["queue_max_size"] = json!(1048576);
         c["client"]["max_message_size"] = json!(65536);
+        // The stuck client reads its close frame only at the end: keep its socket that long.
+        c["client"]["ping_interval"] = json!("120s");
+        c["client"]["pong_timeout"] = json!("60s");
     })
     .await;
     let (mut fast, _) = Client::connect(&n.ws_url(), &user_token("fast")).await;
@@ -310,4 +313,43 @@ async fn subscribing_to_ten_thousand_channels_is_capped_then_cut_off() {
     assert_eq!(throttled, 100);
     assert_eq!(close, Some(3013));
     bystander_still_served(&n, &mut by).await;
+}
+
+#[tokio::test]
+async fn a_client_that_stopped_reading_has_its_socket_released() {
+    let n = node_with(|c| {
+        c["client"]["pong_timeout"] = json!("1s");
+    })
+    .await;
+    let before = n.open_fds();
+    let (mut stuck, _) = Client::connect(&n.ws_url(), &user_token("stuck")).await;
+    stuck.command("subscribe", json!({"channel": "news"})).await;
+    assert_eq!(n.open_fds(), before + 1);
+    // It never reads again: the socket buffers fill first (the writer then blocks on the
+    // socket), then its 1 MiB queue, and it is closed as slow. Its socket must not stay
+    // open behind the blocked writer.
+    let payload = "z".repeat(16 * 1024);
+    let mut closed_as_slow = false;
+    for _ in 0..2000 {
+        let commands: Vec<Value> = (0..4)
+            .map(|_| json!({"publish": {"channel": "news", "data": {"p": payload}}}))
+            .collect();
+        n.api_ok("batch", json!({"commands": commands})).await;
+        let (_, metrics) = n.get("/metrics").await;
+        if metrics.contains("ferrocast_slow_consumer_closes_total 1") {
+            closed_as_slow = true;
+            break;
+        }
+    }
+    assert!(closed_as_slow, "the stuck client was never closed as slow");
+    let mut released = false;
+    for _ in 0..100 {
+        if n.open_fds() == before {
+            released = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(released, "the stuck client's socket is still open");
+    drop(stuck);
 }

@@ -18,7 +18,6 @@ use hyper_util::rt::TokioIo;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -137,6 +136,9 @@ pub async fn serve_socket(node: Arc<Node>, upgraded: Upgraded, tracker: TaskTrac
     };
     let (read, write) = parts.io.into_inner().into_split();
     let max = node.client.max_message_size;
+    // How long the writer may take to flush and send the close frame once the session
+    // ended: as long as a client may take to answer a ping.
+    let close_grace = node.client.pong_timeout;
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
@@ -151,11 +153,18 @@ pub async fn serve_socket(node: Arc<Node>, upgraded: Upgraded, tracker: TaskTrac
     };
     let ws = WebSocketStream::from_raw_socket(reader, Role::Server, Some(config)).await;
     let (session, outbox) = Session::new(node);
-    let writer = tracker.spawn(write_loop(write, outbox.clone()));
+    let mut writer = tracker.spawn(write_loop(write, outbox.clone()));
     let reason = session.run(WsSource { stream: ws, outbox }).await;
     tracing::debug!(code = reason.code, reason = %reason.reason, "session ended");
-    // Give the writer a moment to send the close frame.
-    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    // Give the writer a moment to send the close frame. A client that stopped reading
+    // (closed as slow, say) keeps the writer blocked on a full socket: abort it, which
+    // drops the write half and closes the socket instead of holding it open.
+    if tokio::time::timeout(close_grace, &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
 }
 
 /// The read half under tungstenite, with the bytes hyper read past the upgrade request
