@@ -2,142 +2,45 @@
 //! pipelining (up to `--http-inflight` requests outstanding). Requests on one connection
 //! are handled in order by the server, so per-channel order is kept.
 
-use crate::publish::Batch;
-use crate::scan::{build_payload, find, now_us};
-use crate::stats::{Errors, count};
-use bytes::{Buf, BytesMut};
-use std::collections::VecDeque;
-use std::net::SocketAddr;
-use std::rc::Rc;
-use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use crate::pipelined::{Pipelined, Wire};
+use crate::scan::find;
 
-pub struct HttpPublisher {
-    stream: TcpStream,
-    host: String,
-    path: String,
-    api_key: String,
-    channels: Rc<Vec<String>>,
-    payload_size: usize,
-    inflight: usize,
-    pending: VecDeque<u32>,
-    rbuf: BytesMut,
-    pub failed: Vec<u64>,
-    pub errors: Errors,
-    body: Vec<u8>,
-    out: Vec<u8>,
+/// `POST <path>` with `X-API-Key`, one request per publish.
+pub struct HttpWire {
+    pub host: String,
+    pub path: String,
+    pub api_key: String,
 }
 
-impl HttpPublisher {
-    pub async fn connect(
-        addr: SocketAddr,
-        path: String,
-        api_key: String,
-        channels: Rc<Vec<String>>,
-        payload_size: usize,
-        inflight: usize,
-    ) -> anyhow::Result<Self> {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        let n = channels.len();
-        Ok(HttpPublisher {
-            stream,
-            host: addr.to_string(),
-            path,
-            api_key,
-            channels,
-            payload_size,
-            inflight: inflight.max(1),
-            pending: VecDeque::new(),
-            rbuf: BytesMut::with_capacity(64 * 1024),
-            failed: vec![0; n],
-            errors: Errors::new(),
-            body: Vec::new(),
-            out: Vec::new(),
-        })
-    }
+pub type HttpPublisher = Pipelined<HttpWire>;
 
-    pub fn capacity(&self) -> usize {
-        self.inflight.saturating_sub(self.pending.len())
-    }
+impl Wire for HttpWire {
+    const CLOSED: &'static str = "api_connection_closed";
 
-    pub fn pending(&self) -> usize {
-        self.pending.len()
-    }
-
-    pub async fn send(&mut self, batch: &Batch) -> anyhow::Result<()> {
+    fn encode(&self, out: &mut Vec<u8>, body: &[u8]) {
         use std::io::Write;
-        self.out.clear();
-        for &(ch, seq) in batch.iter() {
-            self.body.clear();
-            let _ = write!(
-                self.body,
-                "{{\"channel\":\"{}\",\"data\":",
-                self.channels[ch as usize]
-            );
-            build_payload(&mut self.body, seq, now_us(), self.payload_size);
-            self.body.push(b'}');
-            let _ = write!(
-                self.out,
-                "POST {} HTTP/1.1\r\nHost: {}\r\nX-API-Key: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-                self.path,
-                self.host,
-                self.api_key,
-                self.body.len()
-            );
-            self.out.extend_from_slice(&self.body);
-            self.pending.push_back(ch);
-        }
-        self.stream.write_all(&self.out).await?;
-        Ok(())
+        let _ = write!(
+            out,
+            "POST {} HTTP/1.1\r\nHost: {}\r\nX-API-Key: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            self.path,
+            self.host,
+            self.api_key,
+            body.len()
+        );
+        out.extend_from_slice(body);
     }
 
-    /// Reads what is available and accounts complete responses (cancel-safe).
-    pub async fn recv(&mut self) -> anyhow::Result<()> {
-        let n = self.stream.read_buf(&mut self.rbuf).await?;
-        if n == 0 {
-            count(&mut self.errors, "api_connection_closed", 1);
-            anyhow::bail!("API connection closed by the server");
-        }
-        while let Some((status, body_ok, used)) = parse_response(&self.rbuf)? {
-            self.rbuf.advance(used);
-            let ch = self.pending.pop_front();
-            if status != 200 || !body_ok {
-                if let Some(ch) = ch {
-                    self.failed[ch as usize] += 1;
-                }
-                let kind = if status != 200 {
-                    format!("api_http_{status}")
-                } else {
-                    "api_error".to_string()
-                };
-                count(&mut self.errors, kind, 1);
-            }
-        }
-        Ok(())
-    }
-
-    pub async fn after_recv(&mut self) -> anyhow::Result<()> {
-        Ok(())
-    }
-
-    pub async fn finish(&mut self, within: Duration) {
-        let deadline = tokio::time::Instant::now() + within;
-        while !self.pending.is_empty() {
-            match tokio::time::timeout_at(deadline, self.recv()).await {
-                Ok(Ok(())) => {}
-                _ => break,
-            }
-        }
-        if !self.pending.is_empty() {
-            count(
-                &mut self.errors,
-                "publish_unanswered",
-                self.pending.len() as u64,
-            );
-        }
-        let _ = self.stream.shutdown().await;
+    fn parse(buf: &[u8]) -> anyhow::Result<Option<(Option<String>, usize)>> {
+        Ok(parse_response(buf)?.map(|(status, body_ok, used)| {
+            let refused = if status != 200 {
+                Some(format!("api_http_{status}"))
+            } else if !body_ok {
+                Some("api_error".to_string())
+            } else {
+                None
+            };
+            (refused, used)
+        }))
     }
 }
 

@@ -10,6 +10,7 @@
 mod centrifugo;
 mod http;
 mod nats;
+mod pipelined;
 mod publish;
 mod redis;
 mod scan;

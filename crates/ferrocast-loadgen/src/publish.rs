@@ -6,9 +6,9 @@
 //! publisher adds to `failed[channel]` what the broker refused.
 
 use crate::centrifugo::ClientPublisher;
-use crate::http::HttpPublisher;
+use crate::http::{HttpPublisher, HttpWire};
 use crate::nats::NatsPublisher;
-use crate::redis::RedisPublisher;
+use crate::redis::{RedisPublisher, RespWire};
 use crate::stats::{Errors, count};
 use crate::{Config, Protocol, PublishPath};
 use std::rc::Rc;
@@ -40,8 +40,11 @@ impl Publisher {
             (Protocol::Centrifugo, PublishPath::Http) => Publisher::Http(
                 HttpPublisher::connect(
                     cfg.api_addr,
-                    cfg.api_path.clone(),
-                    cfg.api_key.clone(),
+                    HttpWire {
+                        host: cfg.api_addr.to_string(),
+                        path: cfg.api_path.clone(),
+                        api_key: cfg.api_key.clone(),
+                    },
                     channels,
                     cfg.payload_size,
                     cfg.http_inflight,
@@ -51,7 +54,9 @@ impl Publisher {
             (Protocol::Centrifugo, PublishPath::Redis) => Publisher::Redis(
                 RedisPublisher::connect(
                     cfg.redis_addr,
-                    cfg.redis_stream.clone(),
+                    RespWire {
+                        key: cfg.redis_stream.clone(),
+                    },
                     channels,
                     cfg.payload_size,
                     cfg.http_inflight,

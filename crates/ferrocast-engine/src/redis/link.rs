@@ -91,6 +91,26 @@ pub fn close(messages: Messages, kept: &mut Option<ClusterLink>) {
     }
 }
 
+/// SSUBSCRIBE (or SUNSUBSCRIBE) each name with its own command, all in flight at once.
+async fn each_name(conn: &ClusterConnection, names: &[String], subscribe: bool) -> RedisResult<()> {
+    let calls: Vec<BoxFuture<'static, RedisResult<()>>> = names
+        .iter()
+        .map(|n| {
+            let (mut c, n) = (conn.clone(), n.clone());
+            async move {
+                if subscribe {
+                    c.ssubscribe(n).await
+                } else {
+                    c.sunsubscribe(n).await
+                }
+            }
+            .boxed()
+        })
+        .collect();
+    try_join_all(calls).await?;
+    Ok(())
+}
+
 /// Connects a cluster client (owned, so the future is `Send` for any lifetime).
 pub fn connect_cluster(
     client: redis::cluster::ClusterClient,
@@ -108,17 +128,7 @@ impl Link {
     pub async fn subscribe(&mut self, names: &[String]) -> RedisResult<()> {
         match self {
             Link::Single(sink) => sink.subscribe(names).await,
-            Link::Cluster(conn) => {
-                let calls: Vec<BoxFuture<'static, RedisResult<()>>> = names
-                    .iter()
-                    .map(|n| {
-                        let (mut c, n) = (conn.clone(), n.clone());
-                        async move { c.ssubscribe(n).await }.boxed()
-                    })
-                    .collect();
-                try_join_all(calls).await?;
-                Ok(())
-            }
+            Link::Cluster(conn) => each_name(conn, names, true).await,
         }
     }
 
@@ -126,17 +136,7 @@ impl Link {
     pub async fn unsubscribe(&mut self, names: &[String]) -> RedisResult<()> {
         match self {
             Link::Single(sink) => sink.unsubscribe(names).await,
-            Link::Cluster(conn) => {
-                let calls: Vec<BoxFuture<'static, RedisResult<()>>> = names
-                    .iter()
-                    .map(|n| {
-                        let (mut c, n) = (conn.clone(), n.clone());
-                        async move { c.sunsubscribe(n).await }.boxed()
-                    })
-                    .collect();
-                try_join_all(calls).await?;
-                Ok(())
-            }
+            Link::Cluster(conn) => each_name(conn, names, false).await,
         }
     }
 

@@ -1,0 +1,136 @@
+//! Publishers that pipeline requests over one TCP connection and match the replies in
+//! order: `--publish http` (`POST /api/publish`) and `--publish redis` (`XADD`). Only
+//! the wire format differs ([`Wire`]); pacing, in-flight bound and accounting are here.
+
+use crate::publish::Batch;
+use crate::scan::{build_payload, now_us};
+use crate::stats::{Errors, count};
+use bytes::{Buf, BytesMut};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A request/reply format.
+pub trait Wire {
+    /// Error kind counted when the server closes the connection.
+    const CLOSED: &'static str;
+    /// Appends the request that publishes `body` (the JSON body of `/api/publish`).
+    fn encode(&self, out: &mut Vec<u8>, body: &[u8]);
+    /// One complete reply at the start of `buf`: the error kind when the publish was
+    /// refused, and the bytes it used; `None` while incomplete.
+    fn parse(buf: &[u8]) -> anyhow::Result<Option<(Option<String>, usize)>>;
+}
+
+/// A pipelined publisher over one connection.
+pub struct Pipelined<W: Wire> {
+    wire: W,
+    stream: TcpStream,
+    channels: Rc<Vec<String>>,
+    payload_size: usize,
+    inflight: usize,
+    pending: VecDeque<u32>,
+    rbuf: BytesMut,
+    pub failed: Vec<u64>,
+    pub errors: Errors,
+    body: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl<W: Wire> Pipelined<W> {
+    pub async fn connect(
+        addr: SocketAddr,
+        wire: W,
+        channels: Rc<Vec<String>>,
+        payload_size: usize,
+        inflight: usize,
+    ) -> anyhow::Result<Self> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let n = channels.len();
+        Ok(Pipelined {
+            wire,
+            stream,
+            channels,
+            payload_size,
+            inflight: inflight.max(1),
+            pending: VecDeque::new(),
+            rbuf: BytesMut::with_capacity(64 * 1024),
+            failed: vec![0; n],
+            errors: Errors::new(),
+            body: Vec::new(),
+            out: Vec::new(),
+        })
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.inflight.saturating_sub(self.pending.len())
+    }
+
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub async fn send(&mut self, batch: &Batch) -> anyhow::Result<()> {
+        use std::io::Write;
+        self.out.clear();
+        for &(ch, seq) in batch.iter() {
+            self.body.clear();
+            let _ = write!(
+                self.body,
+                "{{\"channel\":\"{}\",\"data\":",
+                self.channels[ch as usize]
+            );
+            build_payload(&mut self.body, seq, now_us(), self.payload_size);
+            self.body.push(b'}');
+            self.wire.encode(&mut self.out, &self.body);
+            self.pending.push_back(ch);
+        }
+        self.stream.write_all(&self.out).await?;
+        Ok(())
+    }
+
+    /// Reads what is available and accounts complete replies (cancel-safe).
+    pub async fn recv(&mut self) -> anyhow::Result<()> {
+        let n = self.stream.read_buf(&mut self.rbuf).await?;
+        if n == 0 {
+            count(&mut self.errors, W::CLOSED, 1);
+            anyhow::bail!("connection closed by the server");
+        }
+        while let Some((refused, used)) = W::parse(&self.rbuf)? {
+            self.rbuf.advance(used);
+            let ch = self.pending.pop_front();
+            if let Some(kind) = refused {
+                if let Some(ch) = ch {
+                    self.failed[ch as usize] += 1;
+                }
+                count(&mut self.errors, kind, 1);
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn after_recv(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    pub async fn finish(&mut self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        while !self.pending.is_empty() {
+            match tokio::time::timeout_at(deadline, self.recv()).await {
+                Ok(Ok(())) => {}
+                _ => break,
+            }
+        }
+        if !self.pending.is_empty() {
+            count(
+                &mut self.errors,
+                "publish_unanswered",
+                self.pending.len() as u64,
+            );
+        }
+        let _ = self.stream.shutdown().await;
+    }
+}
