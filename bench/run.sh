@@ -3,6 +3,7 @@
 #
 #   bench/run.sh                 # everything (~6-9 min on 2 cores, after the build)
 #   QUICK=1 bench/run.sh         # shorter steps, for trying the script
+#   PIN=0 ONLY=W2 bench/run.sh   # without pinning the broker and the load generator to cores
 #   ONLY="W1 W4" bench/run.sh    # a subset (W0 W1 W1c W1n W2 W3 W4 W4b W5); BENCHMARKS.md is
 #                                # only rewritten by a full run (else bench/results/partial.md)
 #
@@ -74,7 +75,7 @@ LG=$ROOT/target/release/ferrocast-loadgen
 NPROC=$(nproc)
 SRV_PIN=()
 LG_PIN=()
-if command -v taskset >/dev/null && [ "$NPROC" -ge 2 ]; then
+if [ "${PIN:-1}" = 1 ] && command -v taskset >/dev/null && [ "$NPROC" -ge 2 ]; then
     SRV_PIN=(taskset -c 0)
     LG_PIN=(taskset -c 1)
 fi
