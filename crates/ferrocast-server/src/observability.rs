@@ -9,8 +9,9 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use opentelemetry::KeyValue;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData, SpanExporter};
 use opentelemetry_sdk::{Resource, runtime};
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +54,48 @@ fn log_directives(level: &str) -> String {
         level.to_string()
     } else {
         format!("{level},redis=error")
+    }
+}
+
+/// Failed exports are logged at most this often.
+const EXPORT_WARNING_EVERY: Duration = Duration::from_secs(60);
+
+/// The OTLP exporter, with failed exports reported in the log (the SDK drops them silently).
+#[derive(Debug)]
+struct LoggedExporter<E> {
+    inner: E,
+    last_warning: parking_lot::Mutex<Option<std::time::Instant>>,
+}
+
+impl<E: SpanExporter> SpanExporter for LoggedExporter<E> {
+    fn export(
+        &self,
+        batch: Vec<SpanData>,
+    ) -> impl std::future::Future<Output = OTelSdkResult> + Send {
+        let spans = batch.len();
+        async move {
+            let result = self.inner.export(batch).await;
+            if let Err(e) = &result {
+                let mut last = self.last_warning.lock();
+                if last.is_none_or(|t| t.elapsed() >= EXPORT_WARNING_EVERY) {
+                    *last = Some(std::time::Instant::now());
+                    tracing::warn!(error = %e, spans, "trace export failed; spans dropped (logged at most once a minute)");
+                }
+            }
+            result
+        }
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
     }
 }
 
@@ -99,6 +142,10 @@ pub fn init_tracing(
         resource =
             resource.with_attribute(KeyValue::new("service.instance.id", instance.to_string()));
     }
+    let exporter = LoggedExporter {
+        inner: exporter,
+        last_warning: parking_lot::Mutex::new(None),
+    };
     let provider = SdkTracerProvider::builder()
         .with_span_processor(BatchSpanProcessor::builder(exporter, runtime::Tokio).build())
         .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
