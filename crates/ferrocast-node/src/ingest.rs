@@ -39,19 +39,50 @@ pub fn spawn(node: &Arc<Node>) {
     }
 }
 
-fn with_idempotency_key(method: &str, payload: &[u8], id: &str) -> Option<Vec<u8>> {
-    if method != "publish" && method != "broadcast" {
-        return None;
-    }
-    let mut v: serde_json::Value = serde_json::from_slice(payload).ok()?;
-    let obj = v.as_object_mut()?;
-    if !obj.contains_key("idempotency_key") {
-        obj.insert("idempotency_key".into(), format!("stream-{id}").into());
-    }
-    serde_json::to_vec(&v).ok()
+/// What applying an entry needs, worked out once from its payload: for `publish` and
+/// `broadcast` the body with the entry id as idempotency key, and for `publish` the
+/// channel. Publishes to different channels may be applied side by side (per-channel
+/// order is what the stream guarantees); anything else (broadcast, user commands,
+/// malformed entries) has no lane and is applied on its own.
+#[derive(Default)]
+struct Prepared {
+    body: Option<Vec<u8>>,
+    lane: Option<String>,
 }
 
-async fn apply(node: &Node, entry: &StreamCommand) -> Outcome {
+fn prepare(entry: &StreamCommand) -> Prepared {
+    let (Some(method), Some(payload)) = (entry.method.as_deref(), entry.payload.as_deref()) else {
+        return Prepared::default();
+    };
+    if method != "publish" && method != "broadcast" {
+        return Prepared::default();
+    }
+    let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(payload) else {
+        return Prepared::default();
+    };
+    let Some(obj) = v.as_object_mut() else {
+        return Prepared::default();
+    };
+    let lane = (method == "publish")
+        .then(|| {
+            obj.get("channel")
+                .and_then(|c| c.as_str())
+                .map(str::to_string)
+        })
+        .flatten();
+    if !obj.contains_key("idempotency_key") {
+        obj.insert(
+            "idempotency_key".into(),
+            format!("stream-{}", entry.id).into(),
+        );
+    }
+    Prepared {
+        body: serde_json::to_vec(&v).ok(),
+        lane,
+    }
+}
+
+async fn apply(node: &Node, entry: &StreamCommand, prepared: &Prepared) -> Outcome {
     let Some(method) = entry.method.as_deref() else {
         return Outcome::Dead("missing or non-UTF-8 `method` field".into());
     };
@@ -61,30 +92,13 @@ async fn apply(node: &Node, entry: &StreamCommand) -> Outcome {
     if !api::METHODS.contains(&method) {
         return Outcome::Dead(format!("unknown method {method:?}"));
     }
-    let rewritten = with_idempotency_key(method, payload, &entry.id);
-    let body = rewritten.as_deref().unwrap_or(payload);
+    let body = prepared.body.as_deref().unwrap_or(payload);
     let span = telemetry::ingest_span(&entry.id, method, entry.traceparent.as_deref());
     match api::call(node, method, body).instrument(span).await {
         Ok(_) => Outcome::Applied,
         Err(e) if e.temporary => Outcome::Retry(e.to_string()),
         Err(e) => Outcome::Dead(e.to_string()),
     }
-}
-
-/// The channel a `publish` entry writes to. Entries of different channels may be applied
-/// side by side (per-channel order is what the stream guarantees); anything else
-/// (broadcast, user commands, malformed entries) is applied on its own.
-fn lane(entry: &StreamCommand) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Target {
-        channel: String,
-    }
-    if entry.method.as_deref() != Some("publish") {
-        return None;
-    }
-    serde_json::from_slice::<Target>(entry.payload.as_deref()?)
-        .ok()
-        .map(|t| t.channel)
 }
 
 /// Applies the next wave of the backlog: the leading run of `publish` entries (one task
@@ -98,32 +112,39 @@ async fn apply_wave(
     backlog: &mut VecDeque<StreamCommand>,
     unacked: &mut Vec<String>,
 ) -> Option<String> {
-    let mut lanes: Vec<String> = Vec::new();
-    while lanes.len() < backlog.len() {
-        match lane(&backlog[lanes.len()]) {
-            Some(l) => lanes.push(l),
-            None => break,
+    let mut prepared: Vec<Prepared> = Vec::new();
+    for entry in backlog.iter() {
+        let p = prepare(entry);
+        let alone = p.lane.is_none();
+        if alone && !prepared.is_empty() {
+            break;
+        }
+        prepared.push(p);
+        if alone {
+            break;
         }
     }
-    let wave: Vec<StreamCommand> = backlog.drain(..lanes.len().max(1)).collect();
+    let wave: Vec<StreamCommand> = backlog.drain(..prepared.len()).collect();
     let mut groups: Vec<Vec<usize>> = Vec::new();
     let mut group_of: HashMap<&str, usize> = HashMap::new();
-    for (i, l) in lanes.iter().enumerate() {
-        let g = *group_of.entry(l.as_str()).or_insert_with(|| {
-            groups.push(Vec::new());
-            groups.len() - 1
-        });
-        groups[g].push(i);
-    }
-    if groups.is_empty() {
-        groups.push(vec![0]);
+    for (i, p) in prepared.iter().enumerate() {
+        match p.lane.as_deref() {
+            Some(lane) => {
+                let g = *group_of.entry(lane).or_insert_with(|| {
+                    groups.push(Vec::new());
+                    groups.len() - 1
+                });
+                groups[g].push(i);
+            }
+            None => groups.push(vec![i]),
+        }
     }
     let runs = groups.into_iter().map(|indexes| {
-        let wave = &wave;
+        let (wave, prepared) = (&wave, &prepared);
         async move {
             let mut done = Vec::with_capacity(indexes.len());
             for i in indexes {
-                let outcome = apply(node, &wave[i]).await;
+                let outcome = apply(node, &wave[i], &prepared[i]).await;
                 let stop = matches!(outcome, Outcome::Retry(_));
                 done.push((i, outcome));
                 if stop {

@@ -3,6 +3,8 @@
 //! so callers never hang.
 
 use crate::EngineError;
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
 use parking_lot::RwLock;
 use redis::aio::{
     ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
@@ -10,7 +12,7 @@ use redis::aio::{
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::io::tcp::TcpSettings;
-use redis::{Client, Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Value};
+use redis::{Client, Cmd, IntoConnectionInfo, Pipeline, RedisFuture, RedisResult, Value};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -35,6 +37,14 @@ pub fn cluster_builder(addresses: &[String]) -> ClusterClientBuilder {
         .connection_timeout(Duration::from_secs(1))
         .response_timeout(COMMAND_TIMEOUT)
         .retries(3)
+}
+
+/// Builds the client of `builder` and connects to the cluster (the future owns the client,
+/// so it is `Send` whatever the caller borrows).
+pub fn connect_cluster(
+    builder: ClusterClientBuilder,
+) -> BoxFuture<'static, RedisResult<ClusterConnection>> {
+    async move { builder.build()?.get_async_connection().await }.boxed()
 }
 
 /// What a [`Conn`] connects to.
@@ -181,9 +191,7 @@ impl Conn {
                     .await
                     .map(Handle::Single)
             }
-            Target::Cluster(addresses) => cluster_builder(addresses)
-                .build()?
-                .get_async_connection()
+            Target::Cluster(addresses) => connect_cluster(cluster_builder(addresses))
                 .await
                 .map(Handle::Cluster),
         }

@@ -3,7 +3,7 @@
 //! as RESP3 pushes). The worker sees the same three things from both: (un)subscribe a
 //! batch of names, ping, and the next message or the news that the link was lost.
 
-use super::conn::{Target, cluster_builder};
+use super::conn::{Target, cluster_builder, connect_cluster};
 use futures_util::future::{BoxFuture, try_join_all};
 use futures_util::{FutureExt, StreamExt};
 use redis::aio::{PubSubSink, PubSubStream};
@@ -66,11 +66,10 @@ pub async fn open(
         Target::Cluster(addresses) => {
             if kept.is_none() {
                 let (tx, rx) = mpsc::unbounded_channel();
-                let client = cluster_builder(addresses)
+                let builder = cluster_builder(addresses)
                     .use_protocol(ProtocolVersion::RESP3)
-                    .push_sender(tx)
-                    .build()?;
-                let conn = connect_cluster(client).await?;
+                    .push_sender(tx);
+                let conn = connect_cluster(builder).await?;
                 *kept = Some(ClusterLink {
                     conn,
                     pushes: Some(rx),
@@ -109,13 +108,6 @@ async fn each_name(conn: &ClusterConnection, names: &[String], subscribe: bool) 
         .collect();
     try_join_all(calls).await?;
     Ok(())
-}
-
-/// Connects a cluster client (owned, so the future is `Send` for any lifetime).
-pub fn connect_cluster(
-    client: redis::cluster::ClusterClient,
-) -> BoxFuture<'static, RedisResult<ClusterConnection>> {
-    async move { client.get_async_connection().await }.boxed()
 }
 
 fn closed() -> redis::RedisError {

@@ -4,7 +4,7 @@
 //! entries are applied in stream order. A new lease holder first takes over the entries
 //! still pending for any consumer (a node that died mid-batch), then reads new ones.
 
-use super::conn::{Conn, Handle, Target, cluster_builder, unavailable};
+use super::conn::{Conn, Handle, Target, cluster_builder, connect_cluster, unavailable};
 use super::keys::Keys;
 use super::scripts;
 use crate::{CommandStream, EngineError, StreamCommand};
@@ -123,12 +123,11 @@ impl RedisCommandStream {
                         .await
                         .map(Handle::Direct)
                 }
-                Target::Cluster(addresses) => cluster_builder(addresses)
-                    .response_timeout(Duration::from_secs(5))
-                    .build()?
-                    .get_async_connection()
-                    .await
-                    .map(Handle::Cluster),
+                Target::Cluster(addresses) => connect_cluster(
+                    cluster_builder(addresses).response_timeout(Duration::from_secs(5)),
+                )
+                .await
+                .map(Handle::Cluster),
             }
         };
         let c = tokio::time::timeout(Duration::from_secs(3), connect)
