@@ -99,6 +99,12 @@ pub async fn write_frames<W: AsyncWrite + Unpin>(
     pong: Option<&Bytes>,
     frames: &[Bytes],
 ) -> std::io::Result<()> {
+    if let (None, [single]) = (pong, frames) {
+        // The usual case at low rates: one frame, no allocation.
+        let header = Header::new(TEXT, single.len());
+        let mut slices = [IoSlice::new(header.as_slice()), IoSlice::new(single)];
+        return write_all_vectored(w, &mut slices).await;
+    }
     let groups = group(frames);
     let pong_header = pong.map(|p| Header::new(PONG, p.len().min(125)));
     let headers: Vec<Header> = groups
@@ -175,6 +181,9 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(out, b"\x8a\x02hi\x81\x06{}\n[1]");
+        let mut one: Vec<u8> = Vec::new();
+        write_frames(&mut one, None, &frames[..1]).await.unwrap();
+        assert_eq!(one, b"\x81\x02{}");
         let mut close: Vec<u8> = Vec::new();
         write_close(&mut close, 3001, "shutdown").await.unwrap();
         assert_eq!(close, b"\x88\x0a\x0b\xb9shutdown");
