@@ -5,6 +5,10 @@
 // Environment:
 //   COMPAT_WS_URL       ws://127.0.0.1:PORT/connection/websocket
 //   COMPAT_API_URL      http://127.0.0.1:PORT/api
+//   COMPAT_WS_URL_2, COMPAT_API_URL_2
+//                       optional, a second node of the same cluster: the second client
+//                       connects there and the publications made while the first client is
+//                       offline go through its API (default: the first node)
 //   COMPAT_API_KEY      http_api.key of the node
 //   COMPAT_HMAC_SECRET  client.token.hmac_secret_key of the node
 //   COMPAT_CHANNEL      optional, default chat:compat-js (the namespace needs presence,
@@ -270,11 +274,13 @@ async function scenario() {
   const apiUrl = env('COMPAT_API_URL');
   const apiKey = env('COMPAT_API_KEY');
   const secret = env('COMPAT_HMAC_SECRET');
+  const wsUrl2 = process.env.COMPAT_WS_URL_2 || wsUrl;
+  const apiUrl2 = process.env.COMPAT_API_URL_2 || apiUrl;
   const channel = process.env.COMPAT_CHANNEL || 'chat:compat-js';
-  log(`js_client: ${wsUrl} api ${apiUrl} channel ${channel}`);
+  log(`js_client: ${wsUrl} (second client ${wsUrl2}) api ${apiUrl} (offline publishes ${apiUrl2}) channel ${channel}`);
 
   const A = newClient('js-1', wsUrl, secret);
-  const B = newClient('js-2', wsUrl, secret);
+  const B = newClient('js-2', wsUrl2, secret);
   const a = A.client;
   const b = B.client;
   let aId, sub, bSub, epoch, lastOffset;
@@ -358,7 +364,7 @@ async function scenario() {
       );
       const offsets = [];
       for (const n of [2, 3]) {
-        const r = await api(apiUrl, apiKey, 'publish', { channel, data: { n } });
+        const r = await api(apiUrl2, apiKey, 'publish', { channel, data: { n } });
         check(r.epoch === epoch, `epoch changed while offline: ${r.epoch} != ${epoch}`);
         offsets.push(r.offset);
       }

@@ -11,6 +11,10 @@ disconnect. Hard limit: 30 s.
 Environment:
   COMPAT_WS_URL       ws://127.0.0.1:PORT/connection/websocket
   COMPAT_API_URL      http://127.0.0.1:PORT/api
+  COMPAT_WS_URL_2, COMPAT_API_URL_2
+                      optional, a second node of the same cluster: the second client connects
+                      there and the publications made while the first client is offline go
+                      through its API (default: the first node)
   COMPAT_API_KEY      http_api.key of the node
   COMPAT_HMAC_SECRET  client.token.hmac_secret_key of the node
   COMPAT_CHANNEL      optional, default chat:compat-py (the namespace needs presence, join_leave,
@@ -291,12 +295,18 @@ async def scenario():
     api_url = env("COMPAT_API_URL")
     api_key = env("COMPAT_API_KEY")
     secret = env("COMPAT_HMAC_SECRET")
+    ws_url_2 = os.environ.get("COMPAT_WS_URL_2") or ws_url
+    api_url_2 = os.environ.get("COMPAT_API_URL_2") or api_url
     channel = os.environ.get("COMPAT_CHANNEL") or "chat:compat-py"
-    log(f"python_client: {ws_url} api {api_url} channel {channel}")
+    log(
+        f"python_client: {ws_url} (second client {ws_url_2}) api {api_url}"
+        f" (offline publishes {api_url_2}) channel {channel}"
+    )
 
     api = CentClient(api_url, api_key, timeout=WAIT)
+    api_2 = CentClient(api_url_2, api_key, timeout=WAIT)
     a, a_ev = new_client("py-1", ws_url, secret, "py-1")
-    b, b_ev = new_client("py-2", ws_url, secret, "py-2")
+    b, b_ev = new_client("py-2", ws_url_2, secret, "py-2")
     try:
         # a. connect
         async with Step("a. connect with a connection token (user py-1)"):
@@ -376,7 +386,7 @@ async def scenario():
             )
             offsets = []
             for n in (2, 3):
-                r = await api.publish(PublishRequest(channel=channel, data={"n": n}))
+                r = await api_2.publish(PublishRequest(channel=channel, data={"n": n}))
                 check(r.epoch == epoch, f"epoch changed while offline: {r.epoch!r} != {epoch!r}")
                 offsets.append(r.offset)
             check(
@@ -474,6 +484,7 @@ async def scenario():
                 pass
         try:
             await api.close()
+            await api_2.close()
         except Exception:
             pass
 

@@ -128,8 +128,14 @@ impl NodeProcess {
 
     /// Starts a node with a configuration file as it is (TOML or JSON).
     pub async fn start_file(path: &std::path::Path) -> NodeProcess {
+        Self::start_file_with(path, &[]).await
+    }
+
+    /// Like [`NodeProcess::start_file`], with extra environment variables (e.g. the
+    /// `FERROCAST_ENGINE_*` settings that put it on Redis).
+    pub async fn start_file_with(path: &std::path::Path, env: &[(&str, &str)]) -> NodeProcess {
         let dir = tempfile::tempdir().expect("tempdir");
-        Self::spawn(path, &[], dir).await
+        Self::spawn(path, env, dir).await
     }
 
     async fn spawn(
