@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # ferrocast benchmarks on one machine, written to BENCHMARKS.md.
 #
-#   bench/run.sh                 # everything (~6-9 min on 2 cores, after the build)
+#   bench/run.sh                 # everything (~10-15 min on 2 cores, after the build)
 #   QUICK=1 bench/run.sh         # shorter steps, for trying the script
 #   PIN=0 ONLY=W2 bench/run.sh   # without pinning the broker and the load generator to cores
-#   ONLY="W1 W4" bench/run.sh    # a subset (W0 W1 W1c W1n W2 W3 W4 W4b W5); BENCHMARKS.md is
+#   ONLY="W1 W4" bench/run.sh    # a subset (W0 W1 W1c W1n W1f W2 W3 W4 W4b W5); BENCHMARKS.md is
 #                                # only rewritten by a full run (else bench/results/partial.md)
 #
 # Every process is started by this script on free 127.0.0.1 ports and stopped by pid at
@@ -17,8 +17,11 @@
 #       (HTTP API publish); the best rate has zero loss and p99 < 50 ms.
 #   W1c the same steps with --publish client (a WebSocket connection sending `publish`).
 #   W1n the same steps against nats-server (WebSocket listener, NATS protocol) for comparison.
+#   W1f the same steps (client publish) against `fanout-floor`, a bare loop writing each frame
+#       to every subscriber socket: what this machine's kernel and the load generator cost.
 #   W2  3 ferrocast nodes + Redis, 2,000 subscribers spread over the nodes (needs redis-server),
-#       HTTP API publish; then W2x: the same with XADD to the backend command stream.
+#       HTTP API publish; W2s: 100 msg/s with fewer subscribers (250, 500, 1,000), the largest
+#       count meeting the W2 latency targets here; W2x: XADD to the backend command stream.
 #   W3  many channels: 10,000 subscribers over 5,000 channels, 5,000 msg/s.
 #   W4  idle memory: broker RSS before/after 10,000 idle connections, one channel each
 #       (W4n: the same against nats-server).
@@ -30,7 +33,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 QUICK=${QUICK:-0}
-ALL="W0 W1 W1c W1n W2 W3 W4 W4b W5"
+ALL="W0 W1 W1c W1n W1f W2 W3 W4 W4b W5"
 ONLY=${ONLY:-$ALL}
 WORK=$(mktemp -d /tmp/ferrocast-bench.XXXXXX)
 RESULTS=$WORK/results.jsonl
@@ -71,6 +74,7 @@ log "building release binaries"
 cargo build --release -p ferrocast-server -p ferrocast-loadgen >&2
 FC=$ROOT/target/release/ferrocast
 LG=$ROOT/target/release/ferrocast-loadgen
+FLOOR=$ROOT/target/release/fanout-floor
 
 NPROC=$(nproc)
 SRV_PIN=()
@@ -155,6 +159,23 @@ start_nats() {
     return 1
 }
 
+start_floor() {
+    local port pid
+    port=$(free_port)
+    "${SRV_PIN[@]}" "$FLOOR" --port "$port" 2>"$WORK/floor.log" &
+    pid=$!
+    PIDS+=("$pid")
+    SRV_PIDS+=("$pid")
+    SRV_URLS+=("ws://127.0.0.1:$port/connection/websocket")
+    local i
+    for ((i = 0; i < 100; i++)); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    log "fanout-floor did not start"
+    return 1
+}
+
 REDIS_PID=""
 start_redis() {
     local port
@@ -194,6 +215,17 @@ run_lg() {
     if [ -z "$json" ]; then
         log "$w: load generator failed: $(tail -3 "$WORK/loadgen.log")"
         json='{"errors":{"loadgen_failed":1},"loadgen_cpu_secs":0}'
+    fi
+    if [ "$w" = W1f ]; then
+        # fanout-floor prints its own timing of the broadcasts when the publisher leaves.
+        sleep 0.5
+        local line p50 p99 max
+        line=$(grep broadcasts "$WORK/floor.log" 2>/dev/null | tail -1 || true)
+        p50=$(echo "$line" | sed -n 's/.* p50 \([0-9]*\) us.*/\1/p')
+        p99=$(echo "$line" | sed -n 's/.* p99 \([0-9]*\) us.*/\1/p')
+        max=$(echo "$line" | sed -n 's/.* max \([0-9]*\) us.*/\1/p')
+        json=$(echo "$json" | jq -c --argjson a "${p50:-null}" --argjson b "${p99:-null}" \
+            --argjson c "${max:-null}" '. + {floor_broadcast_us: {p50: $a, p99: $b, max: $c}}')
     fi
     cpu=$(awk -v c="$((c1 - c0))" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f", c / (b - a)}')
     other=$(echo "$json" | jq -r .loadgen_cpu_secs | awk -v all="$((a1 - a0))" -v srv="$((c1 - c0))" \
@@ -325,6 +357,12 @@ if want W1n; then
     fi
 fi
 
+if want W1f; then
+    start_floor
+    w1_steps W1f --insecure --publish client
+    stop_servers
+fi
+
 if want W2; then
     if command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then
         start_redis
@@ -338,6 +376,13 @@ if want W2; then
                 --duration "$STEP_SECS" --drain-secs 5)
             log "W2: $(echo "$json" | jq -c '{published, publish_rate, lost, p50: .latency_us.p50, p99: .latency_us.p99, errors}')"
             ok_sustained "$json" || break
+        done
+        for subs in 250 500 1000; do
+            log "W2s: 3 nodes + Redis, $subs subscribers, 100 msg/s (HTTP publish to node 1)"
+            json=$(measure W2s --insecure --publish http --api-key bench-api-key --api-url "$API_URL" \
+                --connections "$subs" --connect-rate 2000 --channels shared --rate 100 \
+                --duration "$STEP_SECS" --drain-secs 5)
+            log "W2s: $(echo "$json" | jq -c '{subscribed, lost, p50: .latency_us.p50, p99: .latency_us.p99, p999: .latency_us.p999, errors}')"
         done
         for rate in 100 300; do
             log "W2x: 3 nodes + Redis, 2,000 subscribers, $rate msg/s (XADD to the command stream)"
@@ -518,17 +563,19 @@ errs='((.errors // {}) | to_entries | map("\(.key)=\(.value)") | join(" ") | if 
     echo "| workload | result |"
     echo "|---|---|"
     jq -r 'select(.workload == "W0" or .workload == "W0n") | "| \(.workload) baseline, \(if .protocol == "centrifugo" then "ferrocast" else .protocol end), 1 subscriber, \(.target_rate) msg/s | p50 \(.latency_us.p50 / 1000) ms, p99 \(.latency_us.p99 / 1000) ms, lost \(.lost) |"' "$RESULTS"
-    for w in W1 W1c W1n; do
+    for w in W1 W1c W1n W1f; do
         want "$w" || continue
         case $w in
             W1) d="ferrocast, HTTP API publish" ;;
             W1c) d="ferrocast, client \`publish\` over WebSocket" ;;
             W1n) d="nats-server WebSocket, \`PUB\`" ;;
+            W1f) d="\`fanout-floor\`, a bare write loop and no broker: this machine's floor" ;;
         esac
         [ -n "${BEST_SUSTAINED[$w]+x}" ] || continue
         echo "| $w fan-out, 2,000 subscribers on one channel ($d) | strict (p99 < 50 ms) up to **${BEST[$w]:-0} msg/s** ($(( ${BEST[$w]:-0} * 2000 )) deliveries/s); sustained (no loss, p99 < 1 s) up to **${BEST_SUSTAINED[$w]:-0} msg/s** ($(( ${BEST_SUSTAINED[$w]:-0} * 2000 )) deliveries/s) |"
     done
     jq -r 'select(.workload == "W2") | "| W2 3 nodes + Redis, 2,000 subscribers, \(.target_rate) msg/s | achieved \(.publish_rate) msg/s, lost \(.lost), p50 \(.latency_us.p50 / 1000) ms, p99 \(.latency_us.p99 / 1000) ms, p99.9 \(.latency_us.p999 / 1000) ms |"' "$RESULTS"
+    jq -r 'select(.workload == "W2s") | "| W2s the same at 100 msg/s, \(.subscribed) subscribers | lost \(.lost), p50 \(.latency_us.p50 / 1000) ms, p99 \(.latency_us.p99 / 1000) ms, p99.9 \(.latency_us.p999 / 1000) ms (W2 targets \(if .lost == 0 and .latency_us.p99 < 10000 and .latency_us.p999 < 25000 then "met" else "not met" end)) |"' "$RESULTS"
     jq -r 'select(.workload == "W2x") | "| W2x the same, publish by XADD to the command stream, \(.target_rate) msg/s | achieved \(.publish_rate) msg/s, lost \(.lost) (not received within the 5 s drain), p50 \(.latency_us.p50 / 1000) ms, p99 \(.latency_us.p99 / 1000) ms, p99.9 \(.latency_us.p999 / 1000) ms |"' "$RESULTS"
     jq -r "select(.workload == \"W3\") | \"| W3 10,000 subscribers over 5,000 channels, \(.target_rate) msg/s | achieved \(.publish_rate) msg/s, lost \(.lost) of \(.expected), p50 \(.latency_us.p50 / 1000) ms, p99 \(.latency_us.p99 / 1000) ms, max \(.latency_us.max / 1000) ms, errors: \($errs) |\"" "$RESULTS"
     jq -r 'select(.workload == "W4" or .workload == "W4n") | "| \(.workload) idle memory, \(if .protocol == "centrifugo" then "ferrocast" else .protocol end), \(.subscribed) connections (one channel each) | RSS \(.server_rss_before_kb) KB -> \(.server_rss_after_kb) KB: **\(.kb_per_connection) KB per connection** |"' "$RESULTS"
@@ -542,12 +589,13 @@ errs='((.errors // {}) | to_entries | map("\(.key)=\(.value)") | join(" ") | if 
         table_steps W0n | tail -n +3
         echo
     fi
-    for w in W1 W1c W1n W2 W2x; do
+    for w in W1 W1c W1n W1f W2 W2x; do
         want "${w%x}" || continue
         case $w in
             W1) echo "## W1 fan-out saturation: ferrocast, HTTP API publish" ;;
             W1c) echo "## W1c fan-out saturation: ferrocast, client publish" ;;
             W1n) echo "## W1n fan-out saturation: nats-server over WebSocket (comparison)" ;;
+            W1f) echo "## W1f fan-out floor: \`fanout-floor\` (no broker), client publish" ;;
             W2) echo "## W2 three ferrocast nodes + Redis (all on core 0), HTTP publish to node 1" ;;
             W2x) echo "## W2x three ferrocast nodes + Redis (all on core 0), XADD to the command stream" ;;
         esac
@@ -557,6 +605,26 @@ errs='((.errors // {}) | to_entries | map("\(.key)=\(.value)") | join(" ") | if 
         echo
         table_steps "$w"
         echo
+        if [ "$w" = W1f ]; then
+            echo "\`fanout-floor\` (crates/ferrocast-loadgen/src/bin/fanout-floor.rs) answers the load generator's"
+            echo "connect/subscribe and turns each publish command into one frame written with a blocking \`write\` to"
+            echo "every subscriber socket in a loop, nothing else: no broker can deliver with less work per subscriber."
+            echo
+            echo "Its own timing of one broadcast (first \`write\` to last, all 2,000 sockets), per step:"
+            echo
+            echo "| msg/s | broadcast p50 ms | broadcast p99 ms | broadcast max ms |"
+            echo "|---:|---:|---:|---:|"
+            jq -r 'select(.workload == "W1f") | "| \(.target_rate) | \((.floor_broadcast_us.p50 // 0) / 1000) | \((.floor_broadcast_us.p99 // 0) / 1000) | \((.floor_broadcast_us.max // 0) / 1000) |"' "$RESULTS"
+            echo
+        fi
+        if [ "$w" = W2 ] && [ -n "$(jq -r 'select(.workload == "W2s") | .workload' "$RESULTS")" ]; then
+            echo "### W2s: the same at 100 msg/s with fewer subscribers"
+            echo
+            echo "| subscribers | published | expected | received | lost | dup | ooo | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | broker CPU % | other CPU % | W2 targets (p99 < 10 ms, p99.9 < 25 ms, no loss) |"
+            echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+            jq -r 'select(.workload == "W2s") | "| \(.subscribed) | \(.published) | \(.expected) | \(.received) | \(.lost) | \(.duplicated) | \(.out_of_order) | \(.latency_us.p50 / 1000) | \(.latency_us.p90 / 1000) | \(.latency_us.p99 / 1000) | \(.latency_us.p999 / 1000) | \(.latency_us.max / 1000) | \(.server_cpu_pct) | \(.other_cpu_pct) | \(if .lost == 0 and .latency_us.p99 < 10000 and .latency_us.p999 < 25000 then "met" else "not met" end) |"' "$RESULTS"
+            echo
+        fi
     done
     if want W3; then
         echo "## W3 many channels"
