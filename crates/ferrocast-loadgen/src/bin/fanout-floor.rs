@@ -9,7 +9,9 @@
 //! the kernel's cost of delivering one WebSocket frame per subscriber over loopback, plus
 //! the load generator's own cost. `bench/run.sh` runs it with the broker's pinning (W1f).
 //!
-//! Usage: `fanout-floor --port P` (127.0.0.1 only; runs until killed). When a publisher
+//! Usage: `fanout-floor --port P [--drop-one-in N]` (127.0.0.1 only; runs until killed;
+//! `--drop-one-in N` writes every N-th publication to nobody, to check that the load
+//! generator counts losses). When a publisher
 //! connection ends it prints to stderr how many broadcasts it caused and their duration
 //! (first write to last write), one line per publisher (per load generator run).
 
@@ -23,12 +25,15 @@ type Subscribers = Arc<Mutex<Vec<TcpStream>>>;
 
 fn main() {
     let mut port: u16 = 0;
+    let mut drop_one_in: u64 = 0;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        match (a.as_str(), args.next()) {
-            ("--port", Some(p)) => port = p.parse().unwrap_or(0),
+        let value = args.next().and_then(|v| v.parse::<u64>().ok());
+        match (a.as_str(), value) {
+            ("--port", Some(p)) if p <= u64::from(u16::MAX) => port = p as u16,
+            ("--drop-one-in", Some(n)) => drop_one_in = n,
             _ => {
-                eprintln!("usage: fanout-floor --port P");
+                eprintln!("usage: fanout-floor --port P [--drop-one-in N]");
                 std::process::exit(2);
             }
         }
@@ -46,7 +51,7 @@ fn main() {
         let subs = subscribers.clone();
         // Handshakes on their own thread; a publisher keeps its thread for its commands.
         std::thread::spawn(move || {
-            if let Err(e) = serve(stream, subs) {
+            if let Err(e) = serve(stream, subs, drop_one_in) {
                 eprintln!("fanout-floor: connection ended: {e}");
             }
         });
@@ -54,7 +59,7 @@ fn main() {
 }
 
 /// Handshake, first frame, then (publishers only) the command loop.
-fn serve(stream: TcpStream, subs: Subscribers) -> Result<(), tungstenite::Error> {
+fn serve(stream: TcpStream, subs: Subscribers, drop_one_in: u64) -> Result<(), tungstenite::Error> {
     let raw = stream.try_clone()?;
     let mut ws = tungstenite::accept(stream).map_err(|e| match e {
         tungstenite::HandshakeError::Failure(e) => e,
@@ -75,21 +80,24 @@ fn serve(stream: TcpStream, subs: Subscribers) -> Result<(), tungstenite::Error>
     }
     ws.send(Message::text(reply))?;
     let mut durations: Vec<u64> = Vec::new();
-    let ended = publisher(&mut ws, &subs, &mut durations);
+    let ended = publisher(&mut ws, &subs, drop_one_in, &mut durations);
     if !durations.is_empty() {
         report(&mut durations);
     }
     ended
 }
 
-/// Answers `publish` commands, each written to every subscriber; records how long each
-/// broadcast took (first write to last) in `durations`.
+/// Answers `publish` commands, each written to every subscriber (except every
+/// `drop_one_in`-th, when not 0); records how long each broadcast took (first write to
+/// last) in `durations`.
 fn publisher(
     ws: &mut tungstenite::WebSocket<TcpStream>,
     subs: &Subscribers,
+    drop_one_in: u64,
     durations: &mut Vec<u64>,
 ) -> Result<(), tungstenite::Error> {
     let mut frame = Vec::with_capacity(512);
+    let mut count: u64 = 0;
     loop {
         let Message::Text(text) = ws.read()? else {
             continue;
@@ -100,8 +108,10 @@ fn publisher(
                 continue;
             };
             push_frame(&mut frame, data);
+            count += 1;
+            let dropped = drop_one_in > 0 && count.is_multiple_of(drop_one_in);
             let started = Instant::now();
-            if let Ok(mut s) = subs.lock() {
+            if !dropped && let Ok(mut s) = subs.lock() {
                 // A subscriber that failed is dropped; the load generator reports the loss.
                 s.retain_mut(|sock| sock.write_all(&frame).is_ok());
             }
