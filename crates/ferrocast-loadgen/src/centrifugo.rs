@@ -3,6 +3,7 @@
 
 use crate::publish::Batch;
 use crate::scan::{build_payload, lines, now_us, parse_push};
+use crate::stamped::StampedTcp;
 use crate::stats::{ConnResult, Errors, SeqTracker, count};
 use crate::{Target, WorkerCtx};
 use futures_util::{SinkExt, StreamExt};
@@ -16,7 +17,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-pub type Ws = WebSocketStream<TcpStream>;
+pub type Ws = WebSocketStream<StampedTcp>;
 
 /// Small buffers: the load generator holds thousands of connections (see RUST-STACK P1).
 pub fn ws_config() -> WebSocketConfig {
@@ -34,6 +35,7 @@ pub async fn open_ws(target: &Target) -> Result<Ws, String> {
         .await
         .map_err(|e| format!("tcp_connect:{:?}", e.kind()))?;
     let _ = tcp.set_nodelay(true);
+    let tcp = StampedTcp::new(tcp);
     let (ws, _resp) =
         tokio_tungstenite::client_async_with_config(target.url.as_str(), tcp, Some(ws_config()))
             .await
@@ -186,6 +188,7 @@ pub async fn subscriber(
             m = ws.next() => match m {
                 Some(Ok(Message::Text(t))) => {
                     let now = now_us();
+                    let rx = ws.get_ref().last_rx_us();
                     let mut pings = 0;
                     let mut new = 0u64;
                     for line in lines(t.as_bytes()) {
@@ -204,7 +207,7 @@ pub async fn subscriber(
                                 Some((seq, ts)) => {
                                     if tracker.record(seq) {
                                         new += 1;
-                                        ctx.stats.latency(ts, now);
+                                        ctx.stats.latency(ts, now, rx);
                                     }
                                 }
                                 None => ctx.stats.error("push_unparsed"),

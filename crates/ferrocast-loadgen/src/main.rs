@@ -14,6 +14,7 @@ mod pipelined;
 mod publish;
 mod redis;
 mod scan;
+mod stamped;
 mod stats;
 
 use anyhow::{Context, bail};
@@ -265,6 +266,7 @@ fn build_config(a: &Args) -> anyhow::Result<Config> {
 struct WorkerOut {
     conns: Vec<ConnResult>,
     hist: Histogram<u64>,
+    sock_hist: Histogram<u64>,
     setup_hist: Histogram<u64>,
     errors: Errors,
     first_recv_us: u64,
@@ -319,6 +321,7 @@ fn worker(
         WorkerOut {
             conns,
             hist: ctx.stats.hist.replace(stats::new_histogram()),
+            sock_hist: ctx.stats.sock_hist.replace(stats::new_histogram()),
             setup_hist: ctx.stats.setup_hist.replace(stats::new_histogram()),
             errors: ctx.stats.errors.take(),
             first_recv_us: ctx.stats.first_recv_us.get(),
@@ -462,6 +465,7 @@ fn main() -> anyhow::Result<()> {
 
     let mut conns = Vec::with_capacity(cfg.connections);
     let mut hist = stats::new_histogram();
+    let mut sock_hist = stats::new_histogram();
     let mut setup_hist = stats::new_histogram();
     let mut errors = coordinator_errors;
     let (mut first_recv, mut last_recv, mut pings) = (u64::MAX, 0u64, 0u64);
@@ -470,6 +474,7 @@ fn main() -> anyhow::Result<()> {
             Ok(Ok(w)) => {
                 conns.extend(w.conns);
                 let _ = hist.add(&w.hist);
+                let _ = sock_hist.add(&w.sock_hist);
                 let _ = setup_hist.add(&w.setup_hist);
                 for (k, n) in w.errors {
                     count(&mut errors, k, n);
@@ -554,6 +559,16 @@ fn main() -> anyhow::Result<()> {
             "p999": hist.value_at_quantile(0.999),
             "max": hist.max(),
             "mean": hist.mean().round(),
+        },
+        // The same messages, to the kernel's receive time at the subscriber's socket.
+        "latency_socket_us": {
+            "count": sock_hist.len(),
+            "p50": sock_hist.value_at_quantile(0.5),
+            "p90": sock_hist.value_at_quantile(0.9),
+            "p99": sock_hist.value_at_quantile(0.99),
+            "p999": sock_hist.value_at_quantile(0.999),
+            "max": sock_hist.max(),
+            "mean": sock_hist.mean().round(),
         },
         "setup_ms": {
             "p50": round1(setup_hist.value_at_quantile(0.5) as f64 / 1000.0),

@@ -218,6 +218,7 @@ pub async fn subscriber(
                 }
                 let Some(bytes) = frame_bytes(&m) else { continue };
                 let now = now_us();
+                let rx = ws.get_ref().last_rx_us();
                 let (mut pings, mut new) = (0usize, 0u64);
                 let r = reader.feed(bytes, |it| match it {
                     Item::Msg { subject, payload } => {
@@ -229,7 +230,7 @@ pub async fn subscriber(
                             Some((seq, ts)) => {
                                 if tracker.record(seq) {
                                     new += 1;
-                                    ctx.stats.latency(ts, now);
+                                    ctx.stats.latency(ts, now, rx);
                                 }
                             }
                             None => ctx.stats.error("msg_unparsed"),

@@ -5,19 +5,32 @@
 //! search and parse the digits that follow (the pad is only `x`, so it cannot match).
 
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
-static BASE: OnceLock<Instant> = OnceLock::new();
+/// The clock origin: a monotonic instant and the wall-clock time read right after it.
+static BASE: OnceLock<(Instant, SystemTime)> = OnceLock::new();
+
+fn base() -> &'static (Instant, SystemTime) {
+    BASE.get_or_init(|| (Instant::now(), SystemTime::now()))
+}
 
 /// Fixes the clock origin shared by publishers and receivers (same process).
 pub fn init_clock() -> Instant {
-    *BASE.get_or_init(Instant::now)
+    base().0
 }
 
 /// Microseconds since the shared origin.
 #[inline]
 pub fn now_us() -> u64 {
     init_clock().elapsed().as_micros() as u64
+}
+
+/// A wall-clock time (e.g. a kernel receive timestamp) on the shared clock, in
+/// microseconds since the origin (0 if it is before the origin). Runs are seconds long, so
+/// the drift between the wall clock and the monotonic clock does not matter.
+pub fn wall_to_clock_us(t: SystemTime) -> u64 {
+    t.duration_since(base().1)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// Appends a payload of (at least) `size` bytes to `out`.

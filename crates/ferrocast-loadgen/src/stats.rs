@@ -140,7 +140,10 @@ impl Shared {
 
 /// Per-thread accounting (single-threaded runtime: `RefCell`, no locks).
 pub struct ThreadStats {
+    /// Latency to when the load generator read the message.
     pub hist: RefCell<Histogram<u64>>,
+    /// Latency to when the kernel received it at the subscriber's socket.
+    pub sock_hist: RefCell<Histogram<u64>>,
     /// Setup time of each connection (scheduled start to subscribed), microseconds.
     pub setup_hist: RefCell<Histogram<u64>>,
     pub errors: RefCell<Errors>,
@@ -154,6 +157,7 @@ impl ThreadStats {
     pub fn new() -> Self {
         ThreadStats {
             hist: RefCell::new(new_histogram()),
+            sock_hist: RefCell::new(new_histogram()),
             setup_hist: RefCell::new(new_histogram()),
             errors: RefCell::new(Errors::new()),
             last_recv_us: Cell::new(0),
@@ -172,11 +176,16 @@ impl ThreadStats {
         let _ = self.setup_hist.borrow_mut().record(v);
     }
 
-    /// Records the latency of one new message received at `now_us`.
+    /// Records the latency of one new message read at `now_us`, whose data the kernel
+    /// received at `rx_us` (0: no socket timestamp).
     #[inline]
-    pub fn latency(&self, sent_us: u64, now_us: u64) {
+    pub fn latency(&self, sent_us: u64, now_us: u64, rx_us: u64) {
         let v = now_us.saturating_sub(sent_us).clamp(1, 120_000_000);
         let _ = self.hist.borrow_mut().record(v);
+        if rx_us > 0 {
+            let v = rx_us.saturating_sub(sent_us).clamp(1, 120_000_000);
+            let _ = self.sock_hist.borrow_mut().record(v);
+        }
     }
 
     /// Notes that a batch of messages arrived at `now_us`.

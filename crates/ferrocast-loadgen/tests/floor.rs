@@ -84,6 +84,9 @@ fn every_publication_reaches_every_subscriber_once() {
     assert_eq!(num(&r, "out_of_order"), 0, "{r}");
     assert_eq!(r["errors"], serde_json::json!({}), "{r}");
     assert_eq!(num(&r["latency_us"], "count"), published * 20, "{r}");
+    // Every message also got the kernel's receive timestamp of its socket.
+    assert_eq!(num(&r["latency_socket_us"], "count"), published * 20, "{r}");
+    assert!(num(&r["latency_socket_us"], "p50") > 0, "{r}");
     let printed = floor.stop();
     assert!(
         printed.contains(&format!("{published} broadcasts, duration p50")),
