@@ -162,6 +162,27 @@ pub trait Engine: Send + Sync + 'static {
         publication: Publication,
         opts: &PublishOptions,
     ) -> Result<StreamPosition, EngineError>;
+    /// Publishes several publications into one channel in this order; one result per item
+    /// tried. The default publishes them one after the other and stops after the first
+    /// failure (the results end there). The Redis engine sends them as one `MULTI`/`EXEC`
+    /// transaction (one round trip): every item is tried, in order, and `Err` for the whole
+    /// call means it is unknown whether they took effect (retry them with idempotency keys).
+    async fn publish_many(
+        &self,
+        channel: &str,
+        items: Vec<(Publication, PublishOptions)>,
+    ) -> Result<Vec<Result<StreamPosition, EngineError>>, EngineError> {
+        let mut out = Vec::with_capacity(items.len());
+        for (publication, opts) in items {
+            let r = self.publish(channel, publication, &opts).await;
+            let failed = r.is_err();
+            out.push(r);
+            if failed {
+                break;
+            }
+        }
+        Ok(out)
+    }
     /// Announces that a client joined a channel.
     async fn publish_join(&self, channel: &str, info: &ClientInfo) -> Result<(), EngineError>;
     /// Announces that a client left a channel.

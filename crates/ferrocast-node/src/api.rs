@@ -162,31 +162,44 @@ fn position_json(p: &StreamPosition) -> Value {
 /// Runs one server API method; records it in metrics.
 pub async fn call(node: &Node, method: &str, body: &[u8]) -> Result<Value, ProtocolError> {
     let res = dispatch(node, method, body).await;
-    let result: Cow<'_, str> = match &res {
-        Ok(_) => "ok".into(),
-        Err(e) => e.code.to_string().into(),
-    };
     let method_label = if METHODS.contains(&method) {
         method
     } else {
         "unknown"
     };
-    m::api_call(method_label, &result);
+    count_call(method_label, res.as_ref().map(|_| ()));
     res
+}
+
+/// Counts an API call that did not go through [`call`] (the command stream's runs of
+/// publishes to one channel), like [`call`] does.
+pub fn count_call(method: &str, result: Result<(), &ProtocolError>) {
+    let result: Cow<'_, str> = match result {
+        Ok(()) => "ok".into(),
+        Err(e) => e.code.to_string().into(),
+    };
+    m::api_call(method, &result);
+}
+
+/// The channel and parameters of a `publish` request body, parsed as the `publish` method
+/// parses it.
+pub fn publish_request(body: &[u8]) -> Result<(String, PublishParams), ProtocolError> {
+    let b: PublishBody = parse(body)?;
+    let params = PublishParams {
+        data: b.data,
+        info: None,
+        tags: b.tags,
+        idempotency_key: b.idempotency_key,
+        skip_history: b.skip_history,
+    };
+    Ok((b.channel, params))
 }
 
 async fn dispatch(node: &Node, method: &str, body: &[u8]) -> Result<Value, ProtocolError> {
     match method {
         "publish" => {
-            let b: PublishBody = parse(body)?;
-            let params = PublishParams {
-                data: b.data,
-                info: None,
-                tags: b.tags,
-                idempotency_key: b.idempotency_key,
-                skip_history: b.skip_history,
-            };
-            let pos = node.publish(&b.channel, params).await?;
+            let (channel, params) = publish_request(body)?;
+            let pos = node.publish(&channel, params).await?;
             Ok(position_json(&pos))
         }
         "broadcast" => {

@@ -2,8 +2,9 @@
 //! entries through the same operations as the HTTP API.
 //!
 //! Only the node holding the stream lease consumes. Publishes to different channels are
-//! applied side by side, those of one channel one after the other in stream order, so
-//! publications of a channel keep stream order; every other method is applied on its own,
+//! applied side by side, those of one channel together in stream order with one engine
+//! call (one Redis transaction, one round trip), so publications of a channel keep stream
+//! order; every other method is applied on its own,
 //! after everything before it in the stream. An entry is acknowledged only after it
 //! took effect (the entries of one read together, in one XACK, before the next read); a
 //! temporary failure (engine unavailable) keeps it and retries in order;
@@ -142,6 +143,10 @@ async fn apply_wave(
     let runs = groups.into_iter().map(|indexes| {
         let (wave, prepared) = (&wave, &prepared);
         async move {
+            if indexes.len() > 1 {
+                // Only publishes to one channel share a group.
+                return apply_run(node, wave, prepared, &indexes).await;
+            }
             let mut done = Vec::with_capacity(indexes.len());
             for i in indexes {
                 let outcome = apply(node, &wave[i], &prepared[i]).await;
@@ -181,6 +186,71 @@ async fn apply_wave(
         backlog.push_front(entry);
     }
     retry
+}
+
+/// Applies a run of publishes to one channel (`indexes`, in stream order) with one engine
+/// call ([`Node::publish_many`]: one Redis transaction), which keeps their order and takes
+/// one round trip instead of one per entry. Entries whose request is malformed are applied
+/// alone (they fail, nothing to order). Outcomes stop at the first temporary failure; the
+/// entries after it stay in the backlog (retried with their idempotency keys).
+async fn apply_run(
+    node: &Node,
+    wave: &[StreamCommand],
+    prepared: &[Prepared],
+    indexes: &[usize],
+) -> Vec<(usize, Outcome)> {
+    let mut done = Vec::with_capacity(indexes.len());
+    let mut items = Vec::with_capacity(indexes.len());
+    let mut batched = Vec::with_capacity(indexes.len());
+    let mut channel = None;
+    for &i in indexes {
+        let entry = &wave[i];
+        let body = prepared[i].body.as_deref().or(entry.payload.as_deref());
+        match body.map(api::publish_request) {
+            Some(Ok((ch, params))) if entry.method.as_deref() == Some("publish") => {
+                channel.get_or_insert(ch);
+                let span =
+                    telemetry::ingest_span(&entry.id, "publish", entry.traceparent.as_deref());
+                items.push((params, span));
+                batched.push(i);
+            }
+            _ => done.push((i, apply(node, entry, &prepared[i]).await)),
+        }
+    }
+    let Some(channel) = channel else {
+        return done;
+    };
+    match node.publish_many(&channel, items).await {
+        Ok(results) => {
+            for (i, result) in batched.into_iter().zip(results) {
+                let Some(result) = result else { break };
+                api::count_call("publish", result.as_ref().map(|_| ()));
+                let outcome = match result {
+                    Ok(_) => Outcome::Applied,
+                    Err(e) if e.temporary => Outcome::Retry(e.to_string()),
+                    Err(e) => Outcome::Dead(e.to_string()),
+                };
+                let stop = matches!(outcome, Outcome::Retry(_));
+                done.push((i, outcome));
+                if stop {
+                    break;
+                }
+            }
+        }
+        Err(e) => {
+            for _ in &batched {
+                api::count_call("publish", Err(&e));
+            }
+            // As if applied one by one: the first entry failed, the rest were not tried.
+            let outcome = if e.temporary {
+                Outcome::Retry(e.to_string())
+            } else {
+                Outcome::Dead(e.to_string())
+            };
+            done.push((batched[0], outcome));
+        }
+    }
+    done
 }
 
 async fn run(node: Weak<Node>, stream: Arc<dyn CommandStream>) {

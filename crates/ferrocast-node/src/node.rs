@@ -140,6 +140,69 @@ impl Node {
         channel: &str,
         params: PublishParams,
     ) -> Result<StreamPosition, ProtocolError> {
+        let (publication, mut opts) = self.prepare_publication(channel, params)?;
+        let span = telemetry::publish_span(channel);
+        opts.trace = span.in_scope(telemetry::current_traceparent);
+        let started = Instant::now();
+        let res = self
+            .engine
+            .publish(channel, publication, &opts)
+            .instrument(span)
+            .await;
+        m::publish_took(started.elapsed());
+        res.map_err(engine_error)
+    }
+
+    /// Publishes several publications into one channel, in this order, with one engine
+    /// call (one Redis round trip): the backend command stream's runs of publishes to one
+    /// channel. Each item's `publish` span is a child of the span given with it. Returns
+    /// one entry per item: its result, or `None` when it was not tried (the engine stopped
+    /// at an earlier failure, see [`ferrocast_engine::Engine::publish_many`]). An item that
+    /// cannot be prepared (no data, unknown namespace) fails alone and is not sent; `Err`
+    /// is a failure of the whole engine call.
+    pub async fn publish_many(
+        &self,
+        channel: &str,
+        items: Vec<(PublishParams, tracing::Span)>,
+    ) -> Result<Vec<Option<Result<StreamPosition, ProtocolError>>>, ProtocolError> {
+        let mut out: Vec<Option<Result<StreamPosition, ProtocolError>>> =
+            Vec::with_capacity(items.len());
+        let mut sent = Vec::with_capacity(items.len());
+        let mut batch = Vec::with_capacity(items.len());
+        let mut spans = Vec::with_capacity(items.len());
+        for (i, (params, parent)) in items.into_iter().enumerate() {
+            match self.prepare_publication(channel, params) {
+                Ok((publication, mut opts)) => {
+                    let span = parent.in_scope(|| telemetry::publish_span(channel));
+                    opts.trace = span.in_scope(telemetry::current_traceparent);
+                    batch.push((publication, opts));
+                    spans.push(span);
+                    sent.push(i);
+                    out.push(None);
+                }
+                Err(e) => out.push(Some(Err(e))),
+            }
+        }
+        if batch.is_empty() {
+            return Ok(out);
+        }
+        let started = Instant::now();
+        let res = self.engine.publish_many(channel, batch).await;
+        let took = started.elapsed();
+        drop(spans);
+        for (i, r) in sent.into_iter().zip(res.map_err(engine_error)?) {
+            m::publish_took(took);
+            out[i] = Some(r.map_err(engine_error));
+        }
+        Ok(out)
+    }
+
+    /// The publication and engine options of a publish into `channel`.
+    fn prepare_publication(
+        &self,
+        channel: &str,
+        params: PublishParams,
+    ) -> Result<(Publication, PublishOptions), ProtocolError> {
         let options = self.rules.options(channel)?;
         let Some(data) = params.data else {
             return Err(ProtocolError::with_message(
@@ -162,16 +225,7 @@ impl Node {
             tags: params.tags,
             time: 0,
         };
-        let span = telemetry::publish_span(channel);
-        opts.trace = span.in_scope(telemetry::current_traceparent);
-        let started = Instant::now();
-        let res = self
-            .engine
-            .publish(channel, publication, &opts)
-            .instrument(span)
-            .await;
-        m::publish_took(started.elapsed());
-        res.map_err(engine_error)
+        Ok((publication, opts))
     }
 
     /// Starts draining: readiness turns false and every connection is closed with 3001

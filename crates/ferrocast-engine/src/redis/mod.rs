@@ -22,7 +22,7 @@ use crate::{
     PublishOptions, new_epoch, stable_hash,
 };
 use async_trait::async_trait;
-use conn::Conn;
+use conn::{Conn, unavailable};
 use ferrocast_protocol::envelope::{
     ControlMessage, Envelope, NodeInfo, WireClientInfo, WirePublication, encode_body,
     encode_message,
@@ -271,6 +271,54 @@ impl RedisEngine {
         }
     }
 
+    /// Keys and arguments of the publish script for one publication.
+    fn publish_script_input(
+        &self,
+        channel: &str,
+        publication: &Publication,
+        opts: &PublishOptions,
+    ) -> (Vec<String>, Vec<Vec<u8>>) {
+        let keys = &self.inner.keys;
+        let body = encode_body(&Envelope::Pub(WirePublication::from_publication(
+            publication,
+            opts.trace.clone(),
+        )));
+        let (idem_key, idem_ttl) = match &opts.idempotency_key {
+            Some(k) => (
+                keys.idempotency(channel, k),
+                secs(if opts.idempotency_window.is_zero() {
+                    Duration::from_secs(300)
+                } else {
+                    opts.idempotency_window
+                }),
+            ),
+            None => (keys.idempotency(channel, ""), 0),
+        };
+        let text = |v: &dyn ToString| v.to_string().into_bytes();
+        (
+            vec![
+                keys.history(channel),
+                keys.meta(channel),
+                idem_key,
+                keys.pubsub(channel),
+            ],
+            vec![
+                body,
+                text(&opts.history_size),
+                text(&secs(opts.history_ttl)),
+                text(&secs(self.inner.cfg.history_meta_ttl.max(opts.history_ttl))),
+                new_epoch().into_bytes(),
+                text(&idem_ttl),
+                if opts.uses_history() {
+                    b"1".to_vec()
+                } else {
+                    b"0".to_vec()
+                },
+                self.publish_command().as_bytes().to_vec(),
+            ],
+        )
+    }
+
     /// Publishes an envelope that has no stream position (joins, leaves).
     async fn publish_unstored(
         &self,
@@ -368,38 +416,63 @@ impl Engine for RedisEngine {
         publication: Publication,
         opts: &PublishOptions,
     ) -> Result<StreamPosition, EngineError> {
-        let keys = &self.inner.keys;
         let mut conn = self.shard(channel).conn.get()?;
-        let body = encode_body(&Envelope::Pub(WirePublication::from_publication(
-            &publication,
-            opts.trace.clone(),
-        )));
-        let (idem_key, idem_ttl) = match &opts.idempotency_key {
-            Some(k) => (
-                keys.idempotency(channel, k),
-                secs(if opts.idempotency_window.is_zero() {
-                    Duration::from_secs(300)
-                } else {
-                    opts.idempotency_window
-                }),
-            ),
-            None => (keys.idempotency(channel, ""), 0),
-        };
+        let (keys, args) = self.publish_script_input(channel, &publication, opts);
         let mut inv = self.inner.scripts.publish.prepare_invoke();
-        inv.key(keys.history(channel))
-            .key(keys.meta(channel))
-            .key(idem_key)
-            .key(keys.pubsub(channel))
-            .arg(body)
-            .arg(opts.history_size)
-            .arg(secs(opts.history_ttl))
-            .arg(secs(self.inner.cfg.history_meta_ttl.max(opts.history_ttl)))
-            .arg(new_epoch())
-            .arg(idem_ttl)
-            .arg(if opts.uses_history() { "1" } else { "0" })
-            .arg(self.publish_command());
+        for k in keys {
+            inv.key(k);
+        }
+        for a in args {
+            inv.arg(a);
+        }
         let (offset, epoch): (u64, String) = Conn::run(inv.invoke_async(&mut conn)).await?;
         Ok(StreamPosition { offset, epoch })
+    }
+
+    async fn publish_many(
+        &self,
+        channel: &str,
+        items: Vec<(Publication, PublishOptions)>,
+    ) -> Result<Vec<Result<StreamPosition, EngineError>>, EngineError> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.shard(channel).conn.get()?;
+        let script = &self.inner.scripts.publish;
+        let mut pipe = redis::pipe();
+        pipe.atomic().ignore_errors();
+        for (publication, opts) in &items {
+            let (keys, args) = self.publish_script_input(channel, publication, opts);
+            pipe.cmd("EVALSHA")
+                .arg(script.get_hash())
+                .arg(keys.len())
+                .arg(keys)
+                .arg(args);
+        }
+        type Results = Vec<redis::RedisResult<(u64, String)>>;
+        let mut results: Results = Conn::run(pipe.query_async(&mut conn)).await?;
+        // After a Redis restart the script is gone: every EVALSHA failed alike and none
+        // took effect; load it and send the transaction again.
+        if results
+            .iter()
+            .any(|r| matches!(r, Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)))
+        {
+            Conn::run(
+                redis::cmd("SCRIPT")
+                    .arg("LOAD")
+                    .arg(scripts::PUBLISH)
+                    .query_async::<String>(&mut conn),
+            )
+            .await?;
+            results = Conn::run(pipe.query_async(&mut conn)).await?;
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| {
+                r.map(|(offset, epoch)| StreamPosition { offset, epoch })
+                    .map_err(unavailable)
+            })
+            .collect())
     }
 
     async fn publish_join(&self, channel: &str, info: &ClientInfo) -> Result<(), EngineError> {
