@@ -384,7 +384,7 @@ if want W2; then
                 --duration "$STEP_SECS" --drain-secs 5)
             log "W2s: $(echo "$json" | jq -c '{subscribed, lost, p50: .latency_us.p50, p99: .latency_us.p99, p999: .latency_us.p999, errors}')"
         done
-        for rate in 100 300; do
+        for rate in 100 300 1000; do
             log "W2x: 3 nodes + Redis, 2,000 subscribers, $rate msg/s (XADD to the command stream)"
             json=$(measure W2x --insecure --publish redis --redis-addr "${REDIS_URL#redis://}" \
                 --redis-stream ferrocast:api --connections 2000 --connect-rate 2000 \
