@@ -12,6 +12,11 @@ const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
 const BACKEND_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
 const BACKEND_SPAN: &str = "b7ad6b7169203331";
+/// Two entries appended together: applied as one run (one Redis transaction).
+const RUN_TRACES: [&str; 2] = [
+    "1af7651916cd43dd8448eb211c80319c",
+    "2af7651916cd43dd8448eb211c80319c",
+];
 
 fn find<'a>(spans: &'a [ReceivedSpan], name: &str, parent: &str) -> Vec<&'a ReceivedSpan> {
     spans
@@ -110,12 +115,46 @@ async fn one_trace_follows_a_publish_to_every_node() {
         assert_eq!(p["pub"]["data"]["n"], 2, "{p}");
     }
 
+    // 2b. Two entries in one transaction: the consumer reads them together and applies
+    // them as one run; each keeps its own trace.
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for (n, trace) in RUN_TRACES.iter().enumerate() {
+        pipe.cmd("XADD")
+            .arg("otel:api")
+            .arg("*")
+            .arg("method")
+            .arg("publish")
+            .arg("payload")
+            .arg(json!({"channel": "news", "data": {"n": 20 + n}}).to_string())
+            .arg("traceparent")
+            .arg(format!("00-{trace}-{BACKEND_SPAN}-01"))
+            .ignore();
+    }
+    let _: () = pipe.query_async(&mut conn).await.expect("XADD x2");
+    for c in &mut clients {
+        for n in [20, 21] {
+            let p = c.push().await;
+            assert_eq!(p["pub"]["data"]["n"], n, "{p}");
+        }
+    }
+
     let spans = collector
         .wait_for(Duration::from_secs(20), |s| {
             chain_missing(s, CALLER_TRACE, "api", CALLER_SPAN).is_none()
                 && chain_missing(s, BACKEND_TRACE, "ingest", BACKEND_SPAN).is_none()
+                && RUN_TRACES
+                    .iter()
+                    .all(|t| chain_missing(s, t, "ingest", BACKEND_SPAN).is_none())
         })
         .await;
+    for t in RUN_TRACES {
+        assert_eq!(
+            chain_missing(&spans, t, "ingest", BACKEND_SPAN),
+            None,
+            "command stream run, trace {t}; spans: {spans:#?}"
+        );
+    }
     assert_eq!(
         chain_missing(&spans, CALLER_TRACE, "api", CALLER_SPAN),
         None,

@@ -176,7 +176,8 @@ impl Node {
                     let span = parent.in_scope(|| telemetry::publish_span(channel));
                     opts.trace = span.in_scope(telemetry::current_traceparent);
                     batch.push((publication, opts));
-                    spans.push(span);
+                    // Both spans end when the engine call did.
+                    spans.push((span, parent));
                     sent.push(i);
                     out.push(None);
                 }
