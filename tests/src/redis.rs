@@ -349,6 +349,35 @@ impl redis::aio::ConnectionLike for BackplaneConnection {
     }
 }
 
+impl BackplaneConnection {
+    /// Appends an entry (`method`, `payload`) to the backend command stream of the nodes
+    /// configured with `prefix` (`<prefix>:api`); returns the entry id.
+    pub async fn xadd_command(&mut self, prefix: &str, method: &str, payload: &str) -> String {
+        redis::cmd("XADD")
+            .arg(format!("{prefix}:api"))
+            .arg("*")
+            .arg("method")
+            .arg(method)
+            .arg("payload")
+            .arg(payload)
+            .query_async(self)
+            .await
+            .expect("XADD to the command stream")
+    }
+
+    /// Every entry of the command stream's dead letters (`<prefix>:api:dead`), as text.
+    pub async fn dead_letters(&mut self, prefix: &str) -> String {
+        let v: redis::Value = redis::cmd("XRANGE")
+            .arg(format!("{prefix}:api:dead"))
+            .arg("-")
+            .arg("+")
+            .query_async(self)
+            .await
+            .expect("XRANGE of the dead letters");
+        format!("{v:?}")
+    }
+}
+
 impl Backplane {
     /// One standalone in-memory redis-server.
     pub async fn standalone() -> Backplane {

@@ -3,7 +3,6 @@
 
 use ferrocast_tests::node::now;
 use ferrocast_tests::recovering::account;
-use ferrocast_tests::redis::BackplaneConnection;
 use ferrocast_tests::{Backplane, Client, NodeProcess, RedisProcess, token};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -343,24 +342,11 @@ async fn channels_are_sharded_over_several_redis_instances() {
     );
 }
 
-async fn xadd(conn: &mut BackplaneConnection, method: &str, payload: &str) -> String {
-    redis::cmd("XADD")
-        .arg("fc:api")
-        .arg("*")
-        .arg("method")
-        .arg(method)
-        .arg("payload")
-        .arg(payload)
-        .query_async(conn)
-        .await
-        .unwrap()
-}
-
 async fn backend_command_stream_keeps_order_and_dead_letters_bad_entries(bp: Backplane) {
     let mut conn = bp.connection().await;
     // Written while no node runs: applied when one starts.
-    xadd(
-        &mut conn,
+    conn.xadd_command(
+        "fc",
         "publish",
         &json!({"channel": "chat:x0", "data": {"seq": 0}}).to_string(),
     )
@@ -393,12 +379,12 @@ async fn backend_command_stream_keeps_order_and_dead_letters_bad_entries(bp: Bac
         assert!(r.get("subscribe").is_some());
         readers.push(c);
     }
-    xadd(&mut conn, "publish", "{not json").await;
-    xadd(&mut conn, "frobnicate", "{}").await;
+    conn.xadd_command("fc", "publish", "{not json").await;
+    conn.xadd_command("fc", "frobnicate", "{}").await;
     for n in 1..=1000u64 {
         let ch = channels[(n % 3) as usize];
-        xadd(
-            &mut conn,
+        conn.xadd_command(
+            "fc",
             "publish",
             &json!({"channel": ch, "data": {"seq": n}}).to_string(),
         )
@@ -412,17 +398,7 @@ async fn backend_command_stream_keeps_order_and_dead_letters_bad_entries(bp: Bac
         }
         assert_eq!(got, expected, "channel {i} order");
     }
-    let dead: Value = {
-        let v: redis::Value = redis::cmd("XRANGE")
-            .arg("fc:api:dead")
-            .arg("-")
-            .arg("+")
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        json!(format!("{v:?}"))
-    };
-    let text = dead.as_str().unwrap();
+    let text = conn.dead_letters("fc").await;
     assert!(
         text.contains("frobnicate") && text.contains("not json"),
         "{text}"
@@ -500,8 +476,8 @@ async fn command_stream_survives_the_death_of_its_consumer(bp: Backplane) {
         seqs
     });
     for seq in 0..N {
-        xadd(
-            &mut conn,
+        conn.xadd_command(
+            "fc",
             "publish",
             &json!({"channel": "live:stream", "data": {"seq": seq}}).to_string(),
         )

@@ -3,28 +3,14 @@
 //! transaction. Real redis-server processes (standalone and a 3-master Redis Cluster) and
 //! real ferrocast nodes.
 
-use ferrocast_tests::redis::BackplaneConnection;
 use ferrocast_tests::{Backplane, NodeProcess};
 use serde_json::{Value, json};
 use std::time::Duration;
 
-async fn xadd(conn: &mut BackplaneConnection, method: &str, payload: &str) {
-    let _: String = redis::cmd("XADD")
-        .arg("fc:api")
-        .arg("*")
-        .arg("method")
-        .arg(method)
-        .arg("payload")
-        .arg(payload)
-        .query_async(conn)
-        .await
-        .unwrap();
-}
-
-/// The whole history of `channel` once it holds `n` publications (or what it holds after
-/// about 10 s).
-async fn history(node: &NodeProcess, channel: &str, n: usize) -> Vec<Value> {
-    let mut pubs = Vec::new();
+/// The `seq` and the offset of every publication in the history of `channel`, once it
+/// holds `n` publications (or what it holds after about 10 s).
+async fn applied(node: &NodeProcess, channel: &str, n: usize) -> (Vec<u64>, Vec<u64>) {
+    let mut pubs: Vec<Value> = Vec::new();
     for _ in 0..200 {
         let h = node
             .api_ok("history", json!({"channel": channel, "limit": -1}))
@@ -35,18 +21,17 @@ async fn history(node: &NodeProcess, channel: &str, n: usize) -> Vec<Value> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    pubs
+    let field = |name: &str| -> Vec<u64> {
+        pubs.iter()
+            .map(|p| p.pointer(name).and_then(Value::as_u64).unwrap())
+            .collect()
+    };
+    (field("/data/seq"), field("/offset"))
 }
 
-async fn dead_letters(conn: &mut BackplaneConnection) -> String {
-    let v: redis::Value = redis::cmd("XRANGE")
-        .arg("fc:api:dead")
-        .arg("-")
-        .arg("+")
-        .query_async(conn)
-        .await
-        .unwrap();
-    format!("{v:?}")
+/// The sequence numbers in `1..=last` published to channel `i` of three (round robin).
+fn sent_to(i: usize, last: u64) -> Vec<u64> {
+    (1..=last).filter(|n| (n % 3) as usize == i).collect()
 }
 
 async fn a_backlog_is_applied_in_stream_order_per_channel(bp: Backplane) {
@@ -56,18 +41,19 @@ async fn a_backlog_is_applied_in_stream_order_per_channel(bp: Backplane) {
     // entries inside the runs of live:b1: one without data, one with malformed tags.
     for n in 1..=600u64 {
         let ch = channels[(n % 3) as usize];
-        xadd(
-            &mut conn,
+        conn.xadd_command(
+            "fc",
             "publish",
             &json!({"channel": ch, "data": {"seq": n}}).to_string(),
         )
         .await;
         if n == 250 {
-            xadd(&mut conn, "publish", r#"{"channel":"live:b1"}"#).await;
+            conn.xadd_command("fc", "publish", r#"{"channel":"live:b1"}"#)
+                .await;
         }
         if n == 450 {
-            xadd(
-                &mut conn,
+            conn.xadd_command(
+                "fc",
                 "publish",
                 r#"{"channel":"live:b1","data":1,"tags":"x"}"#,
             )
@@ -80,14 +66,8 @@ async fn a_backlog_is_applied_in_stream_order_per_channel(bp: Backplane) {
     node.wait_ready(200).await;
 
     for (i, ch) in channels.iter().enumerate() {
-        let pubs = history(&node, ch, 200).await;
-        let seqs: Vec<u64> = pubs
-            .iter()
-            .map(|p| p["data"]["seq"].as_u64().unwrap())
-            .collect();
-        let expected: Vec<u64> = (1..=600u64).filter(|n| (n % 3) as usize == i).collect();
-        assert_eq!(seqs, expected, "{ch}: publications in stream order");
-        let offsets: Vec<u64> = pubs.iter().map(|p| p["offset"].as_u64().unwrap()).collect();
+        let (seqs, offsets) = applied(&node, ch, 200).await;
+        assert_eq!(seqs, sent_to(i, 600), "{ch}: publications in stream order");
         assert_eq!(offsets, (1..=200u64).collect::<Vec<_>>(), "{ch}: offsets");
     }
     // Redis forgets its scripts (as after a restart without persistence of them); the next
@@ -112,16 +92,11 @@ async fn a_backlog_is_applied_in_stream_order_per_channel(bp: Backplane) {
     }
     let _: () = pipe.query_async(&mut conn).await.unwrap();
     for (i, ch) in channels.iter().enumerate() {
-        let pubs = history(&node, ch, 300).await;
-        let seqs: Vec<u64> = pubs
-            .iter()
-            .map(|p| p["data"]["seq"].as_u64().unwrap())
-            .collect();
-        let expected: Vec<u64> = (1..=900u64).filter(|n| (n % 3) as usize == i).collect();
-        assert_eq!(seqs, expected, "{ch}: after SCRIPT FLUSH");
+        let (seqs, _) = applied(&node, ch, 300).await;
+        assert_eq!(seqs, sent_to(i, 900), "{ch}: after SCRIPT FLUSH");
     }
 
-    let dead = dead_letters(&mut conn).await;
+    let dead = conn.dead_letters("fc").await;
     assert!(
         dead.contains("data required") && dead.contains("bad request"),
         "both bad entries dead-lettered: {dead}"
