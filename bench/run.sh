@@ -139,6 +139,16 @@ stop_servers() {
     API_URL=""
 }
 
+wait_tcp() { # port name: until 127.0.0.1:port accepts connections (10 s at most)
+    local i
+    for ((i = 0; i < 100; i++)); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    log "$2 did not start"
+    return 1
+}
+
 start_nats() {
     local cport wsport pid
     cport=$(free_port)
@@ -150,13 +160,7 @@ start_nats() {
     PIDS+=("$pid")
     SRV_PIDS+=("$pid")
     SRV_URLS+=("ws://127.0.0.1:$wsport/")
-    local i
-    for ((i = 0; i < 100; i++)); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$wsport") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    log "nats-server did not start"
-    return 1
+    wait_tcp "$wsport" nats-server
 }
 
 start_floor() {
@@ -167,13 +171,7 @@ start_floor() {
     PIDS+=("$pid")
     SRV_PIDS+=("$pid")
     SRV_URLS+=("ws://127.0.0.1:$port/connection/websocket")
-    local i
-    for ((i = 0; i < 100; i++)); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    log "fanout-floor did not start"
-    return 1
+    wait_tcp "$port" fanout-floor
 }
 
 REDIS_PID=""
