@@ -1,11 +1,14 @@
 //! The cluster backplane of ferrocast.
 //!
-//! A node talks to the rest of the cluster only through the [`Engine`] trait: publish
-//! into a channel, follow a channel on this node, read history, keep presence. Events
+//! A node talks to the rest of the cluster only through three interfaces, as centrifuge
+//! does: a [`Broker`] (publish, follow a channel on this node, history), a
+//! [`PresenceManager`] (channel presence, users online anywhere) and a [`Controller`]
+//! (messages between nodes); an [`Engine`] is all three with their lifecycle. Events
 //! from the backplane (publications, joins, leaves) come back through one
 //! [`EventHandler`]. Two implementations: [`memory::MemoryEngine`] (one node, embedded
 //! default) and the Redis engine (a cluster of nodes).
 
+pub mod clock;
 pub mod memory;
 pub mod redis;
 
@@ -148,13 +151,9 @@ pub trait CommandStream: Send + Sync + 'static {
     async fn dead_letter(&self, entry: &StreamCommand, error: &str) -> Result<(), EngineError>;
 }
 
-/// The backplane: publish/subscribe, history and presence.
+/// Channel fan-out and history: what a publication goes through (centrifuge's `Broker`).
 #[async_trait]
-pub trait Engine: Send + Sync + 'static {
-    /// Starts delivering events to `handler`. Called once, before anything else.
-    async fn start(&self, handler: Arc<dyn EventHandler>) -> Result<(), EngineError>;
-    /// Whether the engine can serve requests now.
-    fn is_ready(&self) -> bool;
+pub trait Broker: Send + Sync + 'static {
     /// Publishes into a channel; returns the publication's stream position.
     async fn publish(
         &self,
@@ -191,7 +190,7 @@ pub trait Engine: Send + Sync + 'static {
     async fn subscribe(&self, channel: &str) -> Result<(), EngineError>;
     /// Stops following a channel on this node (its last local subscriber left).
     async fn unsubscribe(&self, channel: &str) -> Result<(), EngineError>;
-    /// Reads history; `history_ttl` is the channel's configured history lifetime.
+    /// Reads history.
     async fn history(
         &self,
         channel: &str,
@@ -199,6 +198,12 @@ pub trait Engine: Send + Sync + 'static {
     ) -> Result<HistoryResult, EngineError>;
     /// Removes a channel's history (its position keeps counting).
     async fn remove_history(&self, channel: &str) -> Result<(), EngineError>;
+}
+
+/// Who is where: clients present in channels, and users connected anywhere in the
+/// cluster (centrifuge's `PresenceManager`, plus the cluster-wide user registry).
+#[async_trait]
+pub trait PresenceManager: Send + Sync + 'static {
     /// Adds or refreshes a client's presence in a channel for `ttl`.
     async fn add_presence(
         &self,
@@ -212,10 +217,6 @@ pub trait Engine: Send + Sync + 'static {
     async fn presence(&self, channel: &str) -> Result<HashMap<String, ClientInfo>, EngineError>;
     /// Presence counts of a channel.
     async fn presence_stats(&self, channel: &str) -> Result<PresenceStats, EngineError>;
-    /// Sends a message to every node (this one included) on the control channel.
-    async fn publish_control(&self, message: &ControlMessage) -> Result<(), EngineError>;
-    /// Nodes that announced themselves recently (this one included once it announced).
-    fn nodes(&self) -> Vec<NodeInfo>;
     /// Registers a connection of `user` cluster-wide for `ttl`; returns false (and
     /// registers nothing) when the user already has `limit` connections (0: no limit).
     async fn add_user_connection(
@@ -235,6 +236,25 @@ pub trait Engine: Send + Sync + 'static {
     ) -> Result<(), EngineError>;
     /// For each user, whether it has a connection anywhere in the cluster.
     async fn user_status(&self, users: &[String]) -> Result<Vec<bool>, EngineError>;
+}
+
+/// Messages between nodes: the control channel (centrifuge's `Controller`).
+#[async_trait]
+pub trait Controller: Send + Sync + 'static {
+    /// Sends a message to every node (this one included) on the control channel.
+    async fn publish_control(&self, message: &ControlMessage) -> Result<(), EngineError>;
+    /// Nodes that announced themselves recently (this one included once it announced).
+    fn nodes(&self) -> Vec<NodeInfo>;
+}
+
+/// A whole backplane: one value that is a [`Broker`], a [`PresenceManager`] and a
+/// [`Controller`], with the lifecycle they share.
+#[async_trait]
+pub trait Engine: Broker + PresenceManager + Controller {
+    /// Starts delivering events to `handler`. Called once, before anything else.
+    async fn start(&self, handler: Arc<dyn EventHandler>) -> Result<(), EngineError>;
+    /// Whether the engine can serve requests now.
+    fn is_ready(&self) -> bool;
     /// The backend command stream, when the engine has one.
     fn command_stream(&self) -> Option<Arc<dyn CommandStream>> {
         None
@@ -255,12 +275,4 @@ pub fn stable_hash(data: &[u8]) -> u64 {
         h = h.wrapping_mul(0x100000001b3);
     }
     h
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

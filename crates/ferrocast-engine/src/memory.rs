@@ -5,8 +5,8 @@
 //! shard lock, so subscribers see publications in offset order.
 
 use crate::{
-    Engine, EngineError, EventHandler, HistoryFilter, HistoryResult, PresenceStats, PublishOptions,
-    new_epoch,
+    Broker, Controller, Engine, EngineError, EventHandler, HistoryFilter, HistoryResult,
+    PresenceManager, PresenceStats, PublishOptions, new_epoch,
 };
 use async_trait::async_trait;
 use ferrocast_protocol::envelope::{ControlMessage, NodeInfo};
@@ -119,7 +119,10 @@ impl Engine for MemoryEngine {
     fn is_ready(&self) -> bool {
         true
     }
+}
 
+#[async_trait]
+impl Broker for MemoryEngine {
     async fn publish(
         &self,
         channel: &str,
@@ -255,7 +258,10 @@ impl Engine for MemoryEngine {
         }
         Ok(())
     }
+}
 
+#[async_trait]
+impl PresenceManager for MemoryEngine {
     async fn add_presence(
         &self,
         channel: &str,
@@ -285,22 +291,6 @@ impl Engine for MemoryEngine {
     async fn presence(&self, channel: &str) -> Result<HashMap<String, ClientInfo>, EngineError> {
         let shard = self.shard(channel).lock();
         Ok(shard.presence.get(channel).cloned().unwrap_or_default())
-    }
-
-    async fn publish_control(&self, message: &ControlMessage) -> Result<(), EngineError> {
-        match message {
-            ControlMessage::Node(info) => *self.node.lock() = Some(info.clone()),
-            other => {
-                if let Some(h) = self.handler.get() {
-                    h.on_control(other.clone());
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn nodes(&self) -> Vec<NodeInfo> {
-        self.node.lock().iter().cloned().collect()
     }
 
     async fn add_user_connection(
@@ -367,6 +357,25 @@ impl Engine for MemoryEngine {
             num_clients: m.len() as u32,
             num_users: users.len() as u32,
         })
+    }
+}
+
+#[async_trait]
+impl Controller for MemoryEngine {
+    async fn publish_control(&self, message: &ControlMessage) -> Result<(), EngineError> {
+        match message {
+            ControlMessage::Node(info) => *self.node.lock() = Some(info.clone()),
+            other => {
+                if let Some(h) = self.handler.get() {
+                    h.on_control(other.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn nodes(&self) -> Vec<NodeInfo> {
+        self.node.lock().iter().cloned().collect()
     }
 }
 

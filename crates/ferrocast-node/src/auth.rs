@@ -157,12 +157,7 @@ mod tests {
         .unwrap()
     }
 
-    fn now() -> i64 {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64
-    }
+    use ferrocast_engine::clock::unix_secs as now;
 
     #[test]
     fn accepts_valid_hs256() {

@@ -1,4 +1,4 @@
-//! Channel names: validation, namespace lookup and user-limited channels.
+//! Channel names: validation, namespace lookup, user-limited channels and name patterns.
 
 use crate::config::{ChannelConfig, ChannelOptions};
 use ferrocast_protocol::{ErrorCode, ProtocolError};
@@ -73,6 +73,31 @@ impl ChannelRules {
     }
 }
 
+/// Matches `name` against a pattern where `*` stands for any run of characters.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    let mut rest = name;
+    for (i, part) in parts.iter().enumerate() {
+        if i == 0 {
+            let Some(r) = rest.strip_prefix(part) else {
+                return false;
+            };
+            rest = r;
+        } else if i == parts.len() - 1 {
+            return rest.ends_with(part);
+        } else {
+            match rest.find(part) {
+                Some(pos) => rest = &rest[pos + part.len()..],
+                None => return false,
+            }
+        }
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,5 +134,14 @@ mod tests {
         assert_eq!(r.user_limited_allows("dialog#42,43", "4"), Some(false));
         assert_eq!(r.user_limited_allows("dialog#42", ""), Some(false));
         assert_eq!(r.user_limited_allows("dialog", "42"), None);
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("chat:*", "chat:1"));
+        assert!(!glob_match("chat:*", "news"));
+        assert!(glob_match("*:room*", "chat:room7"));
+        assert!(glob_match("exact", "exact"));
+        assert!(glob_match("*", "anything"));
     }
 }

@@ -1,12 +1,77 @@
-//! The queue of requests from outside a session (server API, hub) to that session.
+//! What the rest of the node holds of a connection ([`ClientHandle`]) and the requests it
+//! may send to that connection's session ([`SessionControl`], through a [`ControlQueue`]).
 //!
-//! Bounded, and allocated only when something is queued: most connections never get a
-//! request, so they should not pay for a channel buffer.
+//! The queue is bounded, and allocated only when something is queued: most connections
+//! never get a request, so they should not pay for a channel buffer.
 
-use crate::hub::SessionControl;
+use crate::metrics as m;
+use crate::outbox::{Outbox, PushResult};
+use bytes::Bytes;
+use ferrocast_protocol::Disconnect;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
+use std::sync::Arc;
 use tokio::sync::Notify;
+
+/// A request from outside a session (server API, drain) to that session.
+#[derive(Debug, Clone)]
+pub enum SessionControl {
+    /// Subscribe the client to a channel on the server's behalf.
+    Subscribe {
+        /// The channel.
+        channel: String,
+    },
+    /// Unsubscribe the client from a channel.
+    Unsubscribe {
+        /// The channel.
+        channel: String,
+    },
+    /// Close the connection.
+    Disconnect(Disconnect),
+    /// The node may have missed publications of the channel: the subscription must
+    /// recover (client-side: unsubscribe push 2500; server-side: disconnect 3010).
+    InsufficientState {
+        /// The channel.
+        channel: String,
+    },
+    /// Change the connection's expiry (Unix seconds, 0: never) or expire it now.
+    Refresh {
+        /// Close the connection as expired now.
+        expired: bool,
+        /// New expiry time (Unix seconds, 0: never).
+        expire_at: i64,
+    },
+}
+
+/// What other parts of the node may hold of a connection.
+pub struct ClientHandle {
+    /// Client id.
+    pub id: String,
+    /// User id (empty for anonymous).
+    pub user: String,
+    /// Outbound queue.
+    pub outbox: Arc<Outbox>,
+    /// Requests to the session.
+    pub control: Arc<ControlQueue>,
+}
+
+impl ClientHandle {
+    /// Queues a frame; a connection that overflows is closed as slow.
+    pub fn send(&self, frame: Bytes) {
+        if self.outbox.push(frame) == PushResult::Overflow {
+            m::slow_consumer_closed();
+        }
+    }
+
+    /// Hands a request to the session without blocking; a session too busy to take it
+    /// is closed with `fallback` so that nothing is silently skipped.
+    pub fn control(&self, ctl: SessionControl, fallback: Disconnect) {
+        if let Err(e) = self.control.try_push(ctl) {
+            tracing::warn!(client = %self.id, error = %e, "session control queue full");
+            self.outbox.close(fallback);
+        }
+    }
+}
 
 /// Requests queued at most per session.
 pub const CONTROL_QUEUE: usize = 64;

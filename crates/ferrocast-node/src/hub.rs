@@ -2,12 +2,9 @@
 //! which channels they follow. This is where a publication fans out: it is encoded
 //! once and the same bytes are queued to every local subscriber.
 
+use crate::control::{ClientHandle, SessionControl};
 use crate::metrics as m;
-use crate::outbox::{Outbox, PushResult};
-pub use crate::subscriber::{Delivery, Subscriber};
-use crate::telemetry;
-use bytes::Bytes;
-use ferrocast_protocol::envelope::ControlMessage;
+use crate::subscriber::{Delivery, Subscriber};
 use ferrocast_protocol::{
     ClientInfo, Disconnect, Publication, PushBody, StreamPosition, encode_push,
 };
@@ -20,66 +17,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 const SHARDS: usize = 32;
-
-/// A request from outside a session (server API, drain) to that session.
-#[derive(Debug)]
-pub enum SessionControl {
-    /// Subscribe the client to a channel on the server's behalf.
-    Subscribe {
-        /// The channel.
-        channel: String,
-    },
-    /// Unsubscribe the client from a channel.
-    Unsubscribe {
-        /// The channel.
-        channel: String,
-    },
-    /// Close the connection.
-    Disconnect(Disconnect),
-    /// The node may have missed publications of the channel: the subscription must
-    /// recover (client-side: unsubscribe push 2500; server-side: disconnect 3010).
-    InsufficientState {
-        /// The channel.
-        channel: String,
-    },
-    /// Change the connection's expiry (Unix seconds, 0: never) or expire it now.
-    Refresh {
-        /// Close the connection as expired now.
-        expired: bool,
-        /// New expiry time (Unix seconds, 0: never).
-        expire_at: i64,
-    },
-}
-
-/// What other parts of the node may hold of a connection.
-pub struct ClientHandle {
-    /// Client id.
-    pub id: String,
-    /// User id (empty for anonymous).
-    pub user: String,
-    /// Outbound queue.
-    pub outbox: Arc<Outbox>,
-    /// Requests to the session.
-    pub control: Arc<crate::control::ControlQueue>,
-}
-
-impl ClientHandle {
-    /// Queues a frame; a connection that overflows is closed as slow.
-    pub fn send(&self, frame: Bytes) {
-        if self.outbox.push(frame) == PushResult::Overflow {
-            m::slow_consumer_closed();
-        }
-    }
-
-    /// Hands a request to the session without blocking; a session too busy to take it
-    /// is closed with `fallback` so that nothing is silently skipped.
-    pub fn control(&self, ctl: SessionControl, fallback: Disconnect) {
-        if let Err(e) = self.control.try_push(ctl) {
-            tracing::warn!(client = %self.id, error = %e, "session control queue full");
-            self.outbox.close(fallback);
-        }
-    }
-}
 
 #[derive(Default)]
 struct ChannelShard {
@@ -111,8 +48,6 @@ pub struct Hub {
     client_shards: Box<[RwLock<ClientShard>]>,
     clients: AtomicUsize,
     subscriptions: AtomicUsize,
-    /// Cluster-wide surveys in flight and questions from other nodes.
-    pub surveys: crate::survey::Surveys,
 }
 
 impl Default for Hub {
@@ -135,7 +70,6 @@ impl Hub {
             client_shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
             clients: AtomicUsize::new(0),
             subscriptions: AtomicUsize::new(0),
-            surveys: Default::default(),
         }
     }
 
@@ -362,7 +296,7 @@ impl Hub {
     }
 
     /// Clients addressed by a control message: one client, or all of a user's.
-    fn addressed(&self, user: &str, client: &str) -> Vec<Arc<ClientHandle>> {
+    pub fn addressed(&self, user: &str, client: &str) -> Vec<Arc<ClientHandle>> {
         if user.is_empty() {
             return self.client(client).into_iter().collect();
         }
@@ -370,66 +304,6 @@ impl Hub {
             .into_iter()
             .filter(|c| client.is_empty() || c.id == client)
             .collect()
-    }
-
-    /// Applies a cluster-wide command to the local connections it addresses.
-    pub fn apply_control(&self, message: ControlMessage) {
-        match message {
-            ControlMessage::Node(_) => {}
-            m @ (ControlMessage::ChannelsRequest { .. } | ControlMessage::ChannelsReply { .. }) => {
-                self.surveys.on_control(m)
-            }
-            ControlMessage::Disconnect {
-                user,
-                client,
-                code,
-                reason,
-            } => {
-                for c in self.addressed(&user, &client) {
-                    c.outbox.close(Disconnect {
-                        code,
-                        reason: reason.clone().into(),
-                    });
-                }
-            }
-            ControlMessage::Subscribe {
-                user,
-                client,
-                channel,
-            } => {
-                for c in self.addressed(&user, &client) {
-                    let ctl = SessionControl::Subscribe {
-                        channel: channel.clone(),
-                    };
-                    c.control(ctl, Disconnect::INSUFFICIENT_STATE);
-                }
-            }
-            ControlMessage::Unsubscribe {
-                user,
-                client,
-                channel,
-            } => {
-                for c in self.addressed(&user, &client) {
-                    let ctl = SessionControl::Unsubscribe {
-                        channel: channel.clone(),
-                    };
-                    c.control(ctl, Disconnect::INSUFFICIENT_STATE);
-                }
-            }
-            ControlMessage::Refresh {
-                user,
-                client,
-                expired,
-                expire_at,
-            } => {
-                for c in self.addressed(&user, &client) {
-                    c.control(
-                        SessionControl::Refresh { expired, expire_at },
-                        Disconnect::INSUFFICIENT_STATE,
-                    );
-                }
-            }
-        }
     }
 
     /// Every (user, client) pair held here.
@@ -479,44 +353,5 @@ impl Hub {
             channels,
             subscriptions: self.subscriptions.load(Ordering::Relaxed),
         }
-    }
-}
-
-impl ferrocast_engine::EventHandler for Hub {
-    fn on_publication(
-        &self,
-        channel: &str,
-        publication: &Publication,
-        epoch: &str,
-        trace: Option<&str>,
-    ) {
-        let span = telemetry::fan_out_span(channel, trace);
-        let _entered = span.enter();
-        let delivered = self.broadcast_publication(channel, publication, epoch);
-        span.record("subscribers", delivered);
-    }
-
-    fn on_join(&self, channel: &str, info: &ClientInfo) {
-        self.broadcast_join_leave(channel, info, true);
-    }
-
-    fn on_leave(&self, channel: &str, info: &ClientInfo) {
-        self.broadcast_join_leave(channel, info, false);
-    }
-
-    fn on_insufficient_state(&self, channel: &str) {
-        self.insufficient_state(channel);
-    }
-
-    fn on_stream_position(&self, channel: &str, position: &StreamPosition) {
-        self.check_position(channel, position);
-    }
-
-    fn on_control(&self, message: ControlMessage) {
-        self.apply_control(message);
-    }
-
-    fn has_local_subscribers(&self, channel: &str) -> bool {
-        self.has_subscribers(channel)
     }
 }

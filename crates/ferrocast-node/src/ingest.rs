@@ -12,12 +12,13 @@
 //! dead-letter stream with its error. Publishes get the entry id as idempotency key, so
 //! an entry applied twice (a node died before acknowledging) publishes once.
 
-use crate::api;
+use crate::api::{self, ApiCommand, ApiMethod};
 use crate::node::Node;
 use crate::telemetry;
 use ferrocast_engine::{CommandStream, StreamCommand};
+use ferrocast_protocol::ProtocolError;
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
 
@@ -33,73 +34,79 @@ enum Outcome {
     Dead(String),
 }
 
-/// Starts the consumer when the engine has a command stream.
-pub fn spawn(node: &Arc<Node>) {
-    if let Some(stream) = node.engine.command_stream() {
-        tokio::spawn(run(Arc::downgrade(node), stream));
+impl Outcome {
+    fn of<T>(result: Result<T, ProtocolError>) -> Self {
+        match result {
+            Ok(_) => Outcome::Applied,
+            Err(e) if e.temporary => Outcome::Retry(e.to_string()),
+            Err(e) => Outcome::Dead(e.to_string()),
+        }
     }
 }
 
-/// What applying an entry needs, worked out once from its payload: for `publish` and
-/// `broadcast` the body with the entry id as idempotency key, and for `publish` the
-/// channel. Publishes to different channels may be applied side by side (per-channel
-/// order is what the stream guarantees); anything else (broadcast, user commands,
-/// malformed entries) has no lane and is applied on its own.
-#[derive(Default)]
+/// Consumes the command stream while the node runs, when the engine has one; returns
+/// when the node drains (handing the stream over to another node).
+pub async fn run(node: Arc<Node>) {
+    if let Some(stream) = node.command_stream() {
+        consume(node, stream).await;
+    }
+}
+
+/// An entry decoded once: its command (publishes and broadcasts carry the entry id as
+/// idempotency key unless they have one) and, for a publish, its channel. Publishes to
+/// different channels may be applied side by side (per-channel order is what the stream
+/// guarantees); anything else has no lane and is applied on its own. An entry that can
+/// never be applied (malformed, unknown method, bad request) holds why.
 struct Prepared {
-    body: Option<Vec<u8>>,
+    command: Result<ApiCommand, String>,
     lane: Option<String>,
 }
 
 fn prepare(entry: &StreamCommand) -> Prepared {
-    let (Some(method), Some(payload)) = (entry.method.as_deref(), entry.payload.as_deref()) else {
-        return Prepared::default();
+    let command = decode(entry);
+    let lane = match &command {
+        Ok(ApiCommand::Publish(r)) => Some(r.channel.clone()),
+        _ => None,
     };
-    if method != "publish" && method != "broadcast" {
-        return Prepared::default();
-    }
-    let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(payload) else {
-        return Prepared::default();
-    };
-    let Some(obj) = v.as_object_mut() else {
-        return Prepared::default();
-    };
-    let lane = (method == "publish")
-        .then(|| {
-            obj.get("channel")
-                .and_then(|c| c.as_str())
-                .map(str::to_string)
-        })
-        .flatten();
-    if !obj.contains_key("idempotency_key") {
-        obj.insert(
-            "idempotency_key".into(),
-            format!("stream-{}", entry.id).into(),
-        );
-    }
-    Prepared {
-        body: serde_json::to_vec(&v).ok(),
-        lane,
-    }
+    Prepared { command, lane }
 }
 
-async fn apply(node: &Node, entry: &StreamCommand, prepared: &Prepared) -> Outcome {
-    let Some(method) = entry.method.as_deref() else {
-        return Outcome::Dead("missing or non-UTF-8 `method` field".into());
+fn decode(entry: &StreamCommand) -> Result<ApiCommand, String> {
+    let Some(name) = entry.method.as_deref() else {
+        return Err("missing or non-UTF-8 `method` field".into());
     };
     let Some(payload) = entry.payload.as_deref() else {
-        return Outcome::Dead("missing `payload` field".into());
+        return Err("missing `payload` field".into());
     };
-    if !api::METHODS.contains(&method) {
-        return Outcome::Dead(format!("unknown method {method:?}"));
+    let Some(method) = ApiMethod::from_name(name) else {
+        return Err(format!("unknown method {name:?}"));
+    };
+    let mut command = ApiCommand::decode(method, payload).map_err(|e| {
+        api::count_call(method, Err(&e));
+        e.to_string()
+    })?;
+    let key = match &mut command {
+        ApiCommand::Publish(r) => Some(&mut r.idempotency_key),
+        ApiCommand::Broadcast(r) => Some(&mut r.idempotency_key),
+        _ => None,
+    };
+    if let Some(key) = key {
+        key.get_or_insert_with(|| format!("stream-{}", entry.id));
     }
-    let body = prepared.body.as_deref().unwrap_or(payload);
-    let span = telemetry::ingest_span(&entry.id, method, entry.traceparent.as_deref());
-    match api::call(node, method, body).instrument(span).await {
-        Ok(_) => Outcome::Applied,
-        Err(e) if e.temporary => Outcome::Retry(e.to_string()),
-        Err(e) => Outcome::Dead(e.to_string()),
-    }
+    Ok(command)
+}
+
+/// Applies one entry on its own.
+async fn apply(node: &Node, entry: &StreamCommand, command: Result<ApiCommand, String>) -> Outcome {
+    let command = match command {
+        Ok(c) => c,
+        Err(why) => return Outcome::Dead(why),
+    };
+    let method = command.method();
+    let span = telemetry::ingest_span(&entry.id, method.name(), entry.traceparent.as_deref());
+    let res = api::execute(node, command).instrument(span).await;
+    api::count_call(method, res.as_ref().map(|_| ()));
+    Outcome::of(res)
 }
 
 /// Applies the next wave of the backlog: the leading run of `publish` entries (one task
@@ -126,35 +133,31 @@ async fn apply_wave(
         }
     }
     let wave: Vec<StreamCommand> = backlog.drain(..prepared.len()).collect();
-    let mut groups: Vec<Vec<usize>> = Vec::new();
-    let mut group_of: HashMap<&str, usize> = HashMap::new();
-    for (i, p) in prepared.iter().enumerate() {
-        match p.lane.as_deref() {
+    // Entries (index, command) grouped by lane, in stream order within each group.
+    let mut groups: Vec<Vec<(usize, Result<ApiCommand, String>)>> = Vec::new();
+    let mut group_of: HashMap<String, usize> = HashMap::new();
+    for (i, p) in prepared.into_iter().enumerate() {
+        match p.lane {
             Some(lane) => {
                 let g = *group_of.entry(lane).or_insert_with(|| {
                     groups.push(Vec::new());
                     groups.len() - 1
                 });
-                groups[g].push(i);
+                groups[g].push((i, p.command));
             }
-            None => groups.push(vec![i]),
+            None => groups.push(vec![(i, p.command)]),
         }
     }
-    let runs = groups.into_iter().map(|indexes| {
-        let (wave, prepared) = (&wave, &prepared);
+    let runs = groups.into_iter().map(|group| {
+        let wave = &wave;
         async move {
-            if indexes.len() > 1 {
+            if group.len() > 1 {
                 // Only publishes to one channel share a group.
-                return apply_run(node, wave, prepared, &indexes).await;
+                return apply_run(node, wave, group).await;
             }
-            let mut done = Vec::with_capacity(indexes.len());
-            for i in indexes {
-                let outcome = apply(node, &wave[i], &prepared[i]).await;
-                let stop = matches!(outcome, Outcome::Retry(_));
-                done.push((i, outcome));
-                if stop {
-                    break;
-                }
+            let mut done = Vec::with_capacity(group.len());
+            for (i, command) in group {
+                done.push((i, apply(node, &wave[i], command).await));
             }
             done
         }
@@ -188,33 +191,31 @@ async fn apply_wave(
     retry
 }
 
-/// Applies a run of publishes to one channel (`indexes`, in stream order) with one engine
-/// call ([`Node::publish_many`]: one Redis transaction), which keeps their order and takes
-/// one round trip instead of one per entry. Entries whose request is malformed are applied
-/// alone (they fail, nothing to order). Outcomes stop at the first temporary failure; the
-/// entries after it stay in the backlog (retried with their idempotency keys).
+/// Applies a run of publishes to one channel (in stream order) with one engine call
+/// ([`Node::publish_many`]: one Redis transaction), which keeps their order and takes one
+/// round trip instead of one per entry. Outcomes stop at the first temporary failure;
+/// the entries after it stay in the backlog (retried with their idempotency keys).
 async fn apply_run(
     node: &Node,
     wave: &[StreamCommand],
-    prepared: &[Prepared],
-    indexes: &[usize],
+    group: Vec<(usize, Result<ApiCommand, String>)>,
 ) -> Vec<(usize, Outcome)> {
-    let mut done = Vec::with_capacity(indexes.len());
-    let mut items = Vec::with_capacity(indexes.len());
-    let mut batched = Vec::with_capacity(indexes.len());
+    let mut done = Vec::with_capacity(group.len());
+    let mut items = Vec::with_capacity(group.len());
+    let mut batched = Vec::with_capacity(group.len());
     let mut channel = None;
-    for &i in indexes {
+    for (i, command) in group {
         let entry = &wave[i];
-        let body = prepared[i].body.as_deref().or(entry.payload.as_deref());
-        match body.map(api::publish_request) {
-            Some(Ok((ch, params))) if entry.method.as_deref() == Some("publish") => {
+        match command {
+            Ok(ApiCommand::Publish(r)) => {
+                let (ch, params) = r.params();
                 channel.get_or_insert(ch);
                 let span =
                     telemetry::ingest_span(&entry.id, "publish", entry.traceparent.as_deref());
                 items.push((params, span));
                 batched.push(i);
             }
-            _ => done.push((i, apply(node, entry, &prepared[i]).await)),
+            other => done.push((i, apply(node, entry, other).await)),
         }
     }
     let Some(channel) = channel else {
@@ -224,12 +225,8 @@ async fn apply_run(
         Ok(results) => {
             for (i, result) in batched.into_iter().zip(results) {
                 let Some(result) = result else { break };
-                api::count_call("publish", result.as_ref().map(|_| ()));
-                let outcome = match result {
-                    Ok(_) => Outcome::Applied,
-                    Err(e) if e.temporary => Outcome::Retry(e.to_string()),
-                    Err(e) => Outcome::Dead(e.to_string()),
-                };
+                api::count_call(ApiMethod::Publish, result.as_ref().map(|_| ()));
+                let outcome = Outcome::of(result);
                 let stop = matches!(outcome, Outcome::Retry(_));
                 done.push((i, outcome));
                 if stop {
@@ -239,32 +236,23 @@ async fn apply_run(
         }
         Err(e) => {
             for _ in &batched {
-                api::count_call("publish", Err(&e));
+                api::count_call(ApiMethod::Publish, Err(&e));
             }
             // As if applied one by one: the first entry failed, the rest were not tried.
-            let outcome = if e.temporary {
-                Outcome::Retry(e.to_string())
-            } else {
-                Outcome::Dead(e.to_string())
-            };
-            done.push((batched[0], outcome));
+            done.push((batched[0], Outcome::of::<()>(Err(e))));
         }
     }
     done
 }
 
-async fn run(node: Weak<Node>, stream: Arc<dyn CommandStream>) {
-    let consumer = match node.upgrade() {
-        Some(n) => n.id.clone(),
-        None => return,
-    };
+async fn consume(node: Arc<Node>, stream: Arc<dyn CommandStream>) {
+    let consumer = node.id().to_string();
     let mut leader = false;
     let mut renewed_at: Option<Instant> = None;
     let mut backlog: VecDeque<StreamCommand> = VecDeque::new();
     let mut unacked: Vec<String> = Vec::new();
     let mut backoff = Duration::from_millis(100);
     loop {
-        let Some(node) = node.upgrade() else { return };
         if node.is_draining() {
             // Hand the stream over now instead of letting the lease run out.
             if leader {
@@ -291,14 +279,12 @@ async fn run(node: Weak<Node>, stream: Arc<dyn CommandStream>) {
                 Err(_) => {
                     leader = false;
                     renewed_at = None;
-                    drop(node);
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     continue;
                 }
             }
         }
         if !leader {
-            drop(node);
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
@@ -314,7 +300,6 @@ async fn run(node: Weak<Node>, stream: Arc<dyn CommandStream>) {
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "command stream read failed");
-                    drop(node);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                     continue;
@@ -328,7 +313,6 @@ async fn run(node: Weak<Node>, stream: Arc<dyn CommandStream>) {
             let retry = apply_wave(&node, stream.as_ref(), &mut backlog, &mut unacked).await;
             if let Some(error) = retry {
                 tracing::debug!(error = %error, "command stream entries will be retried");
-                drop(node);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
                 break;

@@ -3,7 +3,7 @@
 //! publication is not the next one it expects (a gap), so the client recovers instead of
 //! silently missing something.
 
-use crate::hub::ClientHandle;
+use crate::control::ClientHandle;
 use bytes::Bytes;
 use ferrocast_protocol::StreamPosition;
 use parking_lot::Mutex;

@@ -5,6 +5,7 @@ use crate::observability::Metrics;
 use crate::websocket;
 use bytes::Bytes;
 use ferrocast_node::Node;
+use ferrocast_node::api::ApiMethod;
 use ferrocast_protocol::{ErrorCode, ProtocolError};
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
@@ -176,15 +177,15 @@ async fn api(state: Arc<AppState>, method: String, req: Request<Incoming>) -> Re
             ProtocolError::new(ErrorCode::Unauthorized),
         );
     }
-    if !ferrocast_node::api::METHODS.contains(&method.as_str()) {
+    let Some(method) = ApiMethod::from_name(&method) else {
         ferrocast_node::metrics::api_call("unknown", "104");
         return api_error(
             StatusCode::NOT_FOUND,
             ProtocolError::new(ErrorCode::MethodNotFound),
         );
-    }
+    };
     let span = ferrocast_node::telemetry::api_span(
-        &method,
+        method.name(),
         req.headers()
             .get("traceparent")
             .and_then(|v| v.to_str().ok()),
@@ -209,7 +210,7 @@ async fn api(state: Arc<AppState>, method: String, req: Request<Incoming>) -> Re
             );
         }
     };
-    match ferrocast_node::api::call(&state.node, &method, &body)
+    match ferrocast_node::api::call(&state.node, method, &body)
         .instrument(span)
         .await
     {

@@ -206,7 +206,7 @@ impl Metrics {
 
     /// Renders the Prometheus text exposition, refreshing the node gauges first.
     pub fn render(&self, node: &Arc<Node>) -> String {
-        let s = node.hub.stats();
+        let s = node.stats();
         metrics::gauge!(m::CONNECTIONS).set(s.clients as f64);
         metrics::gauge!(m::USERS).set(s.users as f64);
         metrics::gauge!(m::CHANNELS).set(s.channels as f64);

@@ -1,5 +1,6 @@
 //! Per-IP connection rate limiting at accept time (connection floods from one address).
 
+use ferrocast_node::ratelimit::TokenBucket;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -12,7 +13,7 @@ const SWEEP_AT: usize = 100_000;
 pub struct PerIpLimiter {
     rate: f64,
     burst: f64,
-    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+    buckets: Mutex<HashMap<IpAddr, TokenBucket>>,
 }
 
 impl PerIpLimiter {
@@ -32,21 +33,14 @@ impl PerIpLimiter {
         }
         let now = Instant::now();
         let mut b = self.buckets.lock();
+        let (rate, burst) = (self.rate, self.burst);
         if b.len() >= SWEEP_AT {
-            let (rate, burst) = (self.rate, self.burst);
-            b.retain(|_, (tokens, last)| {
-                *tokens + now.duration_since(*last).as_secs_f64() * rate < burst
-            });
+            // A full bucket is the same as none.
+            b.retain(|_, bucket| bucket.level(rate, burst, now) < burst);
         }
-        let (tokens, last) = b.entry(ip).or_insert((self.burst, now));
-        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.rate).min(self.burst);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        b.entry(ip)
+            .or_insert_with(|| TokenBucket::full(burst, now))
+            .take(rate, burst, now)
     }
 }
 

@@ -76,6 +76,9 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         engine,
     )
     .await?;
+    // The backend command stream (Redis engine): consumed while the node runs, handed
+    // over when it drains.
+    let ingest = tokio::spawn(ferrocast_node::ingest::run(node.clone()));
     let addr = format!("{}:{}", cfg.http_server.address, cfg.http_server.port);
     let listener = listen(&addr, cfg.http_server.listen_backlog)
         .await
@@ -97,7 +100,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
-    tracing::info!(address = %local, node = %node.name, engine = ?cfg.engine.kind, "listening");
+    tracing::info!(address = %local, node = %node.name(), engine = ?cfg.engine.kind, "listening");
 
     let state = Arc::new(AppState {
         node: node.clone(),
@@ -135,6 +138,12 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     // Readiness turns false and new WebSocket upgrades are refused at once; the listener
     // stays open for probes while existing clients are disconnected over the window.
     node.drain(cfg.shutdown.drain_window).await;
+    if tokio::time::timeout(Duration::from_secs(2), ingest)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the command stream consumer did not stop in time");
+    }
     state.sockets.close();
     if tokio::time::timeout(Duration::from_secs(5), state.sockets.wait())
         .await

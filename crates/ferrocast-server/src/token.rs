@@ -19,10 +19,7 @@ pub fn generate(
     }
     let mut claims = Map::new();
     claims.insert("sub".into(), json!(user));
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = ferrocast_engine::clock::since_epoch().as_secs();
     claims.insert("iat".into(), json!(now));
     if ttl_secs > 0 {
         claims.insert("exp".into(), json!(now + ttl_secs));

@@ -103,7 +103,7 @@ pub fn origin_allowed(origin: &str, host: &str, allowed: &[String]) -> bool {
     allowed.iter().any(|pattern| {
         pattern == "*"
             || pattern.eq_ignore_ascii_case(origin)
-            || ferrocast_node::api::glob_match(
+            || ferrocast_node::channels::glob_match(
                 &pattern.to_ascii_lowercase(),
                 &origin.to_ascii_lowercase(),
             )

@@ -1,4 +1,4 @@
-//! Redis key and channel names (see DESIGN.md, "Redis data model").
+//! Redis key and channel names (the data model is described in docs/CLUSTER.md).
 //!
 //! Channel-scoped keys carry the channel in a hash tag so one script may touch them all.
 

@@ -18,9 +18,10 @@ mod scripts;
 mod stream;
 mod users;
 
+use crate::clock::unix_secs_f64;
 use crate::{
-    CommandStream, Engine, EngineError, EventHandler, HistoryFilter, HistoryResult, PresenceStats,
-    PublishOptions, new_epoch, stable_hash,
+    Broker, CommandStream, Controller, Engine, EngineError, EventHandler, HistoryFilter,
+    HistoryResult, PresenceManager, PresenceStats, PublishOptions, new_epoch, stable_hash,
 };
 use async_trait::async_trait;
 use conn::Conn;
@@ -186,13 +187,6 @@ fn secs(d: Duration) -> u64 {
     d.as_secs().max(1)
 }
 
-fn unix_secs() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
 fn internal(e: impl std::fmt::Display) -> EngineError {
     EngineError::Internal(e.to_string())
 }
@@ -339,6 +333,13 @@ impl Engine for RedisEngine {
         })
     }
 
+    fn command_stream(&self) -> Option<Arc<dyn CommandStream>> {
+        Some(self.inner.stream.clone())
+    }
+}
+
+#[async_trait]
+impl Broker for RedisEngine {
     async fn publish(
         &self,
         channel: &str,
@@ -415,7 +416,10 @@ impl Engine for RedisEngine {
         Conn::run(redis::cmd("DEL").arg(key).query_async::<i64>(&mut conn)).await?;
         Ok(())
     }
+}
 
+#[async_trait]
+impl PresenceManager for RedisEngine {
     async fn add_presence(
         &self,
         channel: &str,
@@ -425,7 +429,7 @@ impl Engine for RedisEngine {
         let keys = &self.inner.keys;
         let mut conn = self.shard(channel).conn.get()?;
         let (h, z) = (keys.presence(channel), keys.presence_expiry(channel));
-        let expire_at = unix_secs() + ttl.as_secs_f64();
+        let expire_at = unix_secs_f64() + ttl.as_secs_f64();
         let mut p = redis::pipe();
         p.atomic()
             .hset(
@@ -460,7 +464,7 @@ impl Engine for RedisEngine {
         let mut inv = self.inner.scripts.presence_get.prepare_invoke();
         inv.key(keys.presence(channel))
             .key(keys.presence_expiry(channel))
-            .arg(unix_secs());
+            .arg(unix_secs_f64());
         let flat: Vec<(String, Vec<u8>)> = Conn::run(inv.invoke_async(&mut conn)).await?;
         let mut out = HashMap::with_capacity(flat.len());
         for (client, bytes) in flat {
@@ -483,28 +487,6 @@ impl Engine for RedisEngine {
             num_clients: p.len() as u32,
             num_users: users.len() as u32,
         })
-    }
-
-    async fn publish_control(&self, message: &ControlMessage) -> Result<(), EngineError> {
-        let mut conn = self.first().conn.get()?;
-        let key = self.inner.keys.control();
-        Conn::run(
-            redis::cmd(self.publish_command())
-                .arg(key)
-                .arg(message.encode())
-                .query_async::<i64>(&mut conn),
-        )
-        .await?;
-        Ok(())
-    }
-
-    fn nodes(&self) -> Vec<NodeInfo> {
-        let ttl = self.inner.cfg.node_info_ttl;
-        let mut nodes = self.inner.nodes.lock();
-        nodes.retain(|_, (_, seen)| seen.elapsed() < ttl);
-        let mut v: Vec<NodeInfo> = nodes.values().map(|(n, _)| n.clone()).collect();
-        v.sort_by(|a, b| a.name.cmp(&b.name));
-        v
     }
 
     async fn add_user_connection(
@@ -533,8 +515,29 @@ impl Engine for RedisEngine {
     async fn user_status(&self, users: &[String]) -> Result<Vec<bool>, EngineError> {
         self.users_online(users).await
     }
+}
 
-    fn command_stream(&self) -> Option<Arc<dyn CommandStream>> {
-        Some(self.inner.stream.clone())
+#[async_trait]
+impl Controller for RedisEngine {
+    async fn publish_control(&self, message: &ControlMessage) -> Result<(), EngineError> {
+        let mut conn = self.first().conn.get()?;
+        let key = self.inner.keys.control();
+        Conn::run(
+            redis::cmd(self.publish_command())
+                .arg(key)
+                .arg(message.encode())
+                .query_async::<i64>(&mut conn),
+        )
+        .await?;
+        Ok(())
+    }
+
+    fn nodes(&self) -> Vec<NodeInfo> {
+        let ttl = self.inner.cfg.node_info_ttl;
+        let mut nodes = self.inner.nodes.lock();
+        nodes.retain(|_, (_, seen)| seen.elapsed() < ttl);
+        let mut v: Vec<NodeInfo> = nodes.values().map(|(n, _)| n.clone()).collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
     }
 }

@@ -3,8 +3,12 @@
 //! Each Redis instance gets a few pub/sub connections; a channel always goes through the
 //! same one, so its messages stay in order. A worker batches subscribe and unsubscribe
 //! requests into single commands, pings its connection, reconnects with backoff and then
-//! resubscribes. It remembers the last offset seen per channel: an offset gap, an epoch
-//! change or a lost connection makes the channel's subscribers recover from history.
+//! resubscribes. It does not check offsets itself: each publication goes to the node with
+//! its offset and epoch, and each subscription checks them (the node's `subscriber`
+//! module), so an offset gap or an epoch change makes that subscriber recover from
+//! history. After a lost connection the worker resubscribes and reports each followed
+//! channel's current stream position (`on_stream_position`), or, when it cannot read it,
+//! that the channel's subscribers must recover (`on_insufficient_state`).
 
 use super::Inner;
 use super::conn::Target;

@@ -7,8 +7,9 @@
 //! online while its zset holds an unexpired entry.
 
 use super::conn::Conn;
-use super::{Call, RedisEngine, in_order, secs, unix_secs};
+use super::{Call, RedisEngine, in_order, secs};
 use crate::EngineError;
+use crate::clock::unix_secs_f64;
 use futures_util::FutureExt;
 use std::time::Duration;
 
@@ -23,7 +24,7 @@ impl RedisEngine {
     ) -> Result<bool, EngineError> {
         let keys = &self.inner.keys;
         let mut conn = self.first().conn.get()?;
-        let now = unix_secs();
+        let now = unix_secs_f64();
         let track_online = !self.inner.cfg.cluster;
         let mut inv = self.inner.scripts.user_add.prepare_invoke();
         inv.key(keys.user_connections(user));
@@ -57,7 +58,7 @@ impl RedisEngine {
         }
         inv.arg(user)
             .arg(client)
-            .arg(unix_secs())
+            .arg(unix_secs_f64())
             .arg(if track_online { "1" } else { "0" });
         Conn::run(inv.invoke_async::<i64>(&mut conn)).await?;
         Ok(())
@@ -74,7 +75,7 @@ impl RedisEngine {
         }
         let keys = &self.inner.keys;
         let mut conn = self.first().conn.get()?;
-        let expire_at = unix_secs() + ttl.as_secs_f64();
+        let expire_at = unix_secs_f64() + ttl.as_secs_f64();
         if self.inner.cfg.cluster {
             // One small pipeline per user key (one slot each), a few at a time.
             let calls: Vec<Call<()>> = connections
@@ -117,7 +118,7 @@ impl RedisEngine {
         if self.inner.cfg.cluster {
             // No cluster-wide online set: a user is online while its connections zset
             // holds an unexpired entry.
-            let now = unix_secs();
+            let now = unix_secs_f64();
             let calls: Vec<Call<u64>> = users
                 .iter()
                 .map(|user| {
@@ -143,7 +144,7 @@ impl RedisEngine {
                 .query_async(&mut conn),
         )
         .await?;
-        let now = unix_secs();
+        let now = unix_secs_f64();
         Ok(scores
             .into_iter()
             .map(|s| s.is_some_and(|t| t > now))

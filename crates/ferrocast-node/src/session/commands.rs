@@ -4,7 +4,7 @@ use super::{Session, ttl_until, unix_now};
 use crate::auth::TokenError;
 use crate::config::ChannelOptions;
 use crate::metrics as m;
-use crate::node::{PublishParams, engine_error};
+use crate::node::PublishParams;
 use ferrocast_engine::HistoryFilter;
 use ferrocast_protocol::*;
 use std::time::Instant;
@@ -145,7 +145,7 @@ impl Session {
     }
 
     async fn publish(&mut self, req: PublishRequest) -> Result<ReplyResult, ProtocolError> {
-        let opts: ChannelOptions = self.node.rules.options(&req.channel)?.clone();
+        let opts: ChannelOptions = self.node.channel_options(&req.channel)?.clone();
         let allowed = self.permitted(
             &req.channel,
             Permission {
@@ -171,11 +171,9 @@ impl Session {
         Ok(ReplyResult::Publish)
     }
 
-    fn presence_options(&self, channel: &str) -> Result<(), ProtocolError> {
-        let opts = self.node.rules.options(channel)?;
-        if !opts.presence {
-            return Err(ProtocolError::new(ErrorCode::NotAvailable));
-        }
+    /// Whether this client may ask for presence in `channel` (108 when off there).
+    fn presence_permitted(&self, channel: &str) -> Result<(), ProtocolError> {
+        let opts = self.node.presence_options(channel)?;
         let allowed = self.permitted(
             channel,
             Permission {
@@ -191,26 +189,16 @@ impl Session {
     }
 
     async fn presence(&mut self, channel: &str) -> Result<ReplyResult, ProtocolError> {
-        self.presence_options(channel)?;
-        let presence = self
-            .node
-            .engine
-            .presence(channel)
-            .await
-            .map_err(engine_error)?;
+        self.presence_permitted(channel)?;
+        let presence = self.node.presence(channel).await?;
         Ok(ReplyResult::Presence(PresenceResult {
             presence: presence.into_iter().collect(),
         }))
     }
 
     async fn presence_stats(&mut self, channel: &str) -> Result<ReplyResult, ProtocolError> {
-        self.presence_options(channel)?;
-        let s = self
-            .node
-            .engine
-            .presence_stats(channel)
-            .await
-            .map_err(engine_error)?;
+        self.presence_permitted(channel)?;
+        let s = self.node.presence_stats(channel).await?;
         Ok(ReplyResult::PresenceStats(PresenceStatsResult {
             num_clients: s.num_clients,
             num_users: s.num_users,
@@ -218,10 +206,7 @@ impl Session {
     }
 
     async fn history(&mut self, req: HistoryRequest) -> Result<ReplyResult, ProtocolError> {
-        let opts = self.node.rules.options(&req.channel)?;
-        if !opts.history_enabled() {
-            return Err(ProtocolError::new(ErrorCode::NotAvailable));
-        }
+        let opts = self.node.history_options(&req.channel)?;
         let allowed = self.permitted(
             &req.channel,
             Permission {
@@ -238,12 +223,7 @@ impl Session {
             limit: req.limit,
             reverse: req.reverse,
         };
-        let r = self
-            .node
-            .engine
-            .history(&req.channel, filter)
-            .await
-            .map_err(engine_error)?;
+        let r = self.node.history(&req.channel, filter).await?;
         Ok(ReplyResult::History(HistoryResult {
             publications: r.publications,
             epoch: r.position.epoch,

@@ -3,7 +3,7 @@
 use super::subscribe::LiveSub;
 use super::{Connected, Session, ttl_until};
 use crate::auth::{ConnectClaims, TokenError};
-use crate::hub::ClientHandle;
+use crate::control::ClientHandle;
 use ferrocast_protocol::*;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -38,27 +38,17 @@ impl Session {
                 }
             }
         };
-        let limit = node.client.connection_limit as usize;
-        if limit > 0 && node.hub.stats().clients >= limit {
+        if node.at_connection_limit() {
             return Err(Disconnect::CONNECTION_LIMIT);
         }
         if claims.channels.len() > node.client.channel_limit as usize {
             return Err(Disconnect::CHANNEL_LIMIT);
         }
         if !claims.sub.is_empty() {
-            let registered = node
-                .engine
-                .add_user_connection(
-                    &claims.sub,
-                    &self.client_id,
-                    node.client.presence_ttl,
-                    node.client.user_connection_limit,
-                )
-                .await;
-            match registered {
+            match node.add_user_connection(&claims.sub, &self.client_id).await {
                 Ok(true) => {}
                 Ok(false) => return Err(Disconnect::CONNECTION_LIMIT),
-                Err(e) => return Ok(Err(crate::node::engine_error(e))),
+                Err(e) => return Ok(Err(e)),
             }
         }
         let handle = Arc::new(ClientHandle {
@@ -67,7 +57,7 @@ impl Session {
             outbox: self.outbox.clone(),
             control: self.control.clone(),
         });
-        node.hub.add_client(handle.clone());
+        node.add_client(handle.clone());
         self.connected = Some(Connected {
             handle,
             conn_info: claims.info.clone(),
@@ -110,7 +100,7 @@ impl Session {
                 ping: node.client.ping_interval.as_secs().max(1) as u32,
                 pong: true,
                 session: String::new(),
-                node: node.name.clone(),
+                node: node.name().to_string(),
             },
             live,
         )))

@@ -10,16 +10,20 @@ mod commands;
 mod connect;
 mod subscribe;
 
-use crate::hub::{ClientHandle, SessionControl, Subscriber};
+use crate::control::{ClientHandle, ControlQueue, SessionControl};
 use crate::metrics as m;
 use crate::node::Node;
 use crate::outbox::Outbox;
+use crate::ratelimit::TokenBucket;
+use crate::subscriber::Subscriber;
 use bytes::Bytes;
 use ferrocast_protocol::{ClientInfo, Disconnect, RawJson, Reply};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+pub(crate) use ferrocast_engine::clock::unix_secs as unix_now;
 
 /// Something a transport received from the client.
 #[derive(Debug)]
@@ -60,31 +64,27 @@ struct Connected {
     subs: HashMap<String, SubState>,
 }
 
+/// The connection's command rate limit, and how many commands in a row it refused.
 struct RateLimiter {
     rate: f64,
     burst: f64,
-    tokens: f64,
-    last: Instant,
+    bucket: TokenBucket,
     rejected_in_row: u32,
 }
 
 impl RateLimiter {
     fn new(rate: u32, burst: u32) -> Option<Self> {
+        let burst = f64::from(burst.max(1));
         (rate > 0).then(|| RateLimiter {
-            rate: rate as f64,
-            burst: burst.max(1) as f64,
-            tokens: burst.max(1) as f64,
-            last: Instant::now(),
+            rate: f64::from(rate),
+            burst,
+            bucket: TokenBucket::full(burst, Instant::now()),
             rejected_in_row: 0,
         })
     }
 
     fn allow(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
+        if self.bucket.take(self.rate, self.burst, now) {
             self.rejected_in_row = 0;
             true
         } else {
@@ -99,7 +99,7 @@ pub struct Session {
     node: Arc<Node>,
     client_id: String,
     outbox: Arc<Outbox>,
-    control: Arc<crate::control::ControlQueue>,
+    control: Arc<ControlQueue>,
     connected: Option<Connected>,
     connect_deadline: Instant,
     next_ping: Option<Instant>,
@@ -111,14 +111,6 @@ pub struct Session {
 /// Seconds from now until the Unix time `exp` (0 when absent or past).
 pub(crate) fn ttl_until(exp: Option<i64>) -> u32 {
     exp.map_or(0, |e| (e - unix_now()).max(0) as u32)
-}
-
-/// Current Unix time in seconds.
-pub(crate) fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 impl Session {
@@ -215,12 +207,7 @@ impl Session {
         let Some(c) = &self.connected else { return };
         for (channel, sub) in c.subs.iter().filter(|(_, s)| s.presence) {
             let info = self.client_info(sub.chan_info.clone());
-            if let Err(e) = self
-                .node
-                .engine
-                .add_presence(channel, &info, self.node.client.presence_ttl)
-                .await
-            {
+            if let Err(e) = self.node.add_presence(channel, &info).await {
                 tracing::debug!(channel = %channel, error = %e, "presence refresh failed");
             }
         }
@@ -314,16 +301,7 @@ impl Session {
         };
         // The connection is gone for everyone before its leaves are announced, so a client
         // that sees the leave also sees the user offline.
-        self.node.hub.remove_client(&c.handle);
-        if !c.handle.user.is_empty()
-            && let Err(e) = self
-                .node
-                .engine
-                .remove_user_connection(&c.handle.user, &c.handle.id)
-                .await
-        {
-            tracing::debug!(error = %e, "user connection removal failed");
-        }
+        self.node.remove_client(&c.handle).await;
         let channels: Vec<String> = c.subs.keys().cloned().collect();
         for channel in channels {
             if let Some(sub) = c.subs.remove(&channel) {

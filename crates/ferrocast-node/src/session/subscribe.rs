@@ -3,10 +3,10 @@
 use super::commands::Permission;
 use super::{Session, SubState};
 use crate::auth::TokenError;
-use crate::hub::{ClientHandle, Subscriber};
-use crate::node::engine_error;
+use crate::control::ClientHandle;
+use crate::subscriber::Subscriber;
 use bytes::Bytes;
-use ferrocast_engine::{EngineError, HistoryFilter};
+use ferrocast_engine::HistoryFilter;
 use ferrocast_protocol::codes::unsubscribe;
 use ferrocast_protocol::*;
 use std::sync::Arc;
@@ -26,7 +26,7 @@ impl Session {
         &mut self,
         req: SubscribeRequest,
     ) -> Result<Result<(SubscribeResult, LiveSub), ProtocolError>, Disconnect> {
-        let opts = match self.node.rules.options(&req.channel) {
+        let opts = match self.node.channel_options(&req.channel) {
             Ok(o) => o.clone(),
             Err(e) => return Ok(Err(e)),
         };
@@ -48,10 +48,7 @@ impl Session {
             }
             chan_info = claims.info;
             expires_at = claims.exp;
-        } else if let Some(allowed) = self
-            .node
-            .rules
-            .user_limited_allows(&req.channel, self.user())
+        } else if let Some(allowed) = self.node.user_limited_allows(&req.channel, self.user())
             && opts.allow_user_limited_channels
         {
             if !allowed && !self.node.client.insecure {
@@ -84,7 +81,7 @@ impl Session {
         expires_at: Option<i64>,
     ) -> Result<(SubscribeResult, LiveSub), ProtocolError> {
         let node = self.node.clone();
-        let opts = node.rules.options(&req.channel)?.clone();
+        let opts = node.channel_options(&req.channel)?.clone();
         let info = self.client_info(chan_info.clone());
         let Some(c) = self.connected.as_mut() else {
             return Err(ProtocolError::new(ErrorCode::Unauthorized));
@@ -100,13 +97,7 @@ impl Session {
         let recoverable = opts.history_enabled()
             && (opts.force_recovery || req.recoverable || req.recover || server_side);
         let subscriber = Arc::new(Subscriber::new(c.handle.clone(), join_leave, recoverable));
-        node.hub.add_subscriber(&channel, subscriber.clone());
-        // Every subscriber waits until the node follows the channel, not only the first:
-        // a position read before that could miss publications made meanwhile.
-        if let Err(e) = node.engine.subscribe(&channel).await {
-            self.undo_subscriber(&channel).await;
-            return Err(engine_error(e));
-        }
+        node.add_subscriber(&channel, subscriber.clone()).await?;
         let mut result = SubscribeResult {
             expires: expires_at.is_some(),
             ttl: super::ttl_until(expires_at),
@@ -119,16 +110,13 @@ impl Session {
             match self.position_and_recover(&channel, &req, &mut result).await {
                 Ok(p) => position = Some(p),
                 Err(e) => {
-                    self.undo_subscriber(&channel).await;
+                    node.remove_subscriber(&channel, &self.client_id).await;
                     return Err(e);
                 }
             }
         }
         if opts.presence
-            && let Err(e) = node
-                .engine
-                .add_presence(&channel, &info, node.client.presence_ttl)
-                .await
+            && let Err(e) = node.add_presence(&channel, &info).await
         {
             tracing::warn!(channel = %channel, error = %e, "presence add failed");
         }
@@ -165,7 +153,6 @@ impl Session {
         req: &SubscribeRequest,
         result: &mut SubscribeResult,
     ) -> Result<StreamPosition, ProtocolError> {
-        let engine = &self.node.engine;
         if req.recover {
             result.was_recovering = true;
             let since = StreamPosition {
@@ -177,7 +164,7 @@ impl Session {
                 limit: -1,
                 reverse: false,
             };
-            match engine.history(channel, filter).await {
+            match self.node.history(channel, filter).await {
                 Ok(h) => {
                     let complete = match h.publications.first() {
                         Some(first) => first.offset == req.offset + 1,
@@ -195,37 +182,14 @@ impl Session {
                         epoch: result.epoch.clone(),
                     });
                 }
-                Err(EngineError::UnrecoverablePosition) => {}
-                Err(e) => return Err(engine_error(e)),
+                Err(e) if e.code == ErrorCode::UnrecoverablePosition.code() => {}
+                Err(e) => return Err(e),
             }
         }
-        let h = engine
-            .history(
-                channel,
-                HistoryFilter {
-                    limit: 0,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(engine_error)?;
-        result.epoch = h.position.epoch.clone();
-        result.offset = h.position.offset;
-        Ok(h.position)
-    }
-
-    async fn undo_subscriber(&self, channel: &str) {
-        self.node.hub.remove_subscriber(channel, &self.client_id);
-        self.unfollow_if_unused(channel).await;
-    }
-
-    /// Asks the engine to stop following `channel` when no local subscriber is left.
-    async fn unfollow_if_unused(&self, channel: &str) {
-        if !self.node.hub.has_subscribers(channel)
-            && let Err(e) = self.node.engine.unsubscribe(channel).await
-        {
-            tracing::warn!(channel, error = %e, "engine unsubscribe failed");
-        }
+        let position = self.node.stream_position(channel).await?;
+        result.epoch = position.epoch.clone();
+        result.offset = position.offset;
+        Ok(position)
     }
 
     /// Queues `reply` (after the replies already in `out`) and then lets the new
@@ -252,10 +216,8 @@ impl Session {
             }
         }
         for live in subs {
-            if let Some(info) = live.join
-                && let Err(e) = self.node.engine.publish_join(&live.channel, &info).await
-            {
-                tracing::warn!(channel = %live.channel, error = %e, "join publish failed");
+            if let Some(info) = live.join {
+                self.node.publish_join(&live.channel, &info).await;
             }
         }
         gaps
@@ -285,7 +247,7 @@ impl Session {
                     return self.recover_channel(channel).await;
                 }
                 if let Some(info) = live.join {
-                    let _ = self.node.engine.publish_join(channel, &info).await;
+                    self.node.publish_join(channel, &info).await;
                 }
             }
             Err(e) => {
@@ -347,13 +309,9 @@ impl Session {
         sub: SubState,
         handle: &ClientHandle,
     ) {
-        let engine = &self.node.engine;
-        self.node.hub.remove_subscriber(channel, &handle.id);
-        self.unfollow_if_unused(channel).await;
-        if sub.presence
-            && let Err(e) = engine.remove_presence(channel, &handle.id).await
-        {
-            tracing::warn!(channel, error = %e, "presence remove failed");
+        self.node.remove_subscriber(channel, &handle.id).await;
+        if sub.presence {
+            self.node.remove_presence(channel, &handle.id).await;
         }
         if sub.join_leave {
             let info = ClientInfo {
@@ -362,9 +320,7 @@ impl Session {
                 conn_info: None,
                 chan_info: sub.chan_info,
             };
-            if let Err(e) = engine.publish_leave(channel, &info).await {
-                tracing::warn!(channel, error = %e, "leave publish failed");
-            }
+            self.node.publish_leave(channel, &info).await;
         }
         drop(sub.subscriber);
     }

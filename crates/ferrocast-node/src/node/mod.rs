@@ -1,12 +1,28 @@
-//! [`Node`]: what one ferrocast process is — its configuration, engine and hub.
+//! [`Node`]: what one ferrocast process is — its configuration, its hub of local
+//! connections, and the only door to the engine.
+//!
+//! Sessions and the server API ask the node; the node checks the channel's namespace
+//! options, calls the engine's [`Broker`], [`PresenceManager`] or [`Controller`] and maps
+//! engine errors to protocol errors in one place ([`engine_error`]). What the engine
+//! delivers comes back through the node's event handler (`events`), which fans out
+//! through the hub and routes cluster commands.
+
+mod events;
+mod operations;
 
 use crate::auth::TokenVerifier;
 use crate::channels::ChannelRules;
-use crate::config::{ChannelConfig, ClientConfig};
-use crate::hub::Hub;
+use crate::cluster::{self, Identity};
+use crate::config::{ChannelConfig, ChannelOptions, ClientConfig};
+use crate::hub::{Hub, HubStats};
 use crate::metrics as m;
+use crate::survey::Surveys;
 use crate::telemetry;
-use ferrocast_engine::{Engine, EngineError, PublishOptions};
+use events::NodeEvents;
+use ferrocast_engine::{
+    Broker, CommandStream, Controller, Engine, EngineError, PresenceManager, PublishOptions,
+};
+use ferrocast_protocol::envelope::NodeInfo;
 use ferrocast_protocol::{
     ClientInfo, Disconnect, ErrorCode, ProtocolError, Publication, RawJson, StreamPosition,
 };
@@ -14,10 +30,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::Instrument;
 
-/// The server version announced to clients.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub use crate::cluster::VERSION;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -43,22 +59,21 @@ pub struct NodeOptions {
 
 /// One ferrocast node.
 pub struct Node {
-    /// Unique id of this process.
-    pub id: String,
-    /// Human readable name.
-    pub name: String,
+    identity: Identity,
     /// Client settings.
     pub client: ClientConfig,
-    /// Channel namespaces.
-    pub rules: ChannelRules,
     /// Token verification.
     pub verifier: TokenVerifier,
-    /// The backplane.
-    pub engine: Arc<dyn Engine>,
-    /// Local connections and subscriptions.
-    pub hub: Arc<Hub>,
-    started: Instant,
+    rules: ChannelRules,
+    hub: Arc<Hub>,
+    engine: Arc<dyn Engine>,
+    broker: Arc<dyn Broker>,
+    presence: Arc<dyn PresenceManager>,
+    controller: Arc<dyn Controller>,
+    surveys: Arc<Surveys>,
     draining: AtomicBool,
+    /// Stops the node's background tasks when the node is dropped.
+    _stop: DropGuard,
 }
 
 /// Parameters of a publish, from a client or from the server API.
@@ -76,7 +91,7 @@ pub struct PublishParams {
     pub skip_history: bool,
 }
 
-/// Maps an engine failure to a protocol error.
+/// Maps an engine failure to a protocol error (the one place that does).
 pub fn engine_error(e: EngineError) -> ProtocolError {
     match e {
         EngineError::Unavailable(_) => ProtocolError::new(ErrorCode::NotAvailable),
@@ -89,39 +104,83 @@ pub fn engine_error(e: EngineError) -> ProtocolError {
 }
 
 impl Node {
-    /// Builds a node on `engine` and starts the engine's event delivery into the hub.
+    /// Builds a node on `engine`, starts the engine's event delivery into the node and the
+    /// node's background work (announcements, user registrations, surveys).
     pub async fn start(opts: NodeOptions, engine: Arc<dyn Engine>) -> Result<Arc<Node>, NodeError> {
         opts.client.validate().map_err(NodeError::Config)?;
         opts.channel.validate().map_err(NodeError::Config)?;
         let verifier = TokenVerifier::new(&opts.client.token).map_err(NodeError::Config)?;
+        let identity = Identity::new(opts.name);
         let hub = Arc::new(Hub::new());
-        engine.start(hub.clone()).await?;
-        let id = uuid::Uuid::new_v4().to_string();
-        let name = if opts.name.is_empty() {
-            id[..8].to_string()
-        } else {
-            opts.name
+        let stop = CancellationToken::new();
+        let broker: Arc<dyn Broker> = engine.clone();
+        let presence: Arc<dyn PresenceManager> = engine.clone();
+        let controller: Arc<dyn Controller> = engine.clone();
+        let surveys = Arc::new(Surveys::start(
+            identity.id.clone(),
+            hub.clone(),
+            controller.clone(),
+            stop.child_token(),
+        ));
+        let events = NodeEvents {
+            hub: hub.clone(),
+            surveys: surveys.clone(),
         };
-        let node = Arc::new(Node {
-            id,
-            name,
+        engine.start(Arc::new(events)).await?;
+        tokio::spawn(cluster::announce(
+            identity.clone(),
+            hub.clone(),
+            controller.clone(),
+            stop.child_token(),
+        ));
+        tokio::spawn(cluster::refresh_users(
+            hub.clone(),
+            presence.clone(),
+            (
+                opts.client.presence_update_interval,
+                opts.client.presence_ttl,
+            ),
+            stop.child_token(),
+        ));
+        Ok(Arc::new(Node {
+            identity,
             client: opts.client,
-            rules: ChannelRules::new(opts.channel),
             verifier,
-            engine,
+            rules: ChannelRules::new(opts.channel),
             hub,
-            started: Instant::now(),
+            engine,
+            broker,
+            presence,
+            controller,
+            surveys,
             draining: AtomicBool::new(false),
-        });
-        crate::cluster::spawn(&node);
-        crate::ingest::spawn(&node);
-        crate::survey::spawn(&node);
-        Ok(node)
+            _stop: stop.drop_guard(),
+        }))
+    }
+
+    /// Unique id of this process.
+    pub fn id(&self) -> &str {
+        &self.identity.id
+    }
+
+    /// Human readable name.
+    pub fn name(&self) -> &str {
+        &self.identity.name
     }
 
     /// Seconds since the node started.
     pub fn uptime(&self) -> u64 {
-        self.started.elapsed().as_secs()
+        self.identity.started.elapsed().as_secs()
+    }
+
+    /// What the hub holds now.
+    pub fn stats(&self) -> HubStats {
+        self.hub.stats()
+    }
+
+    /// This node's announcement (identity and counts).
+    pub fn info(&self) -> NodeInfo {
+        self.identity.info(&self.hub)
     }
 
     /// Whether the node should receive traffic: engine usable and not draining.
@@ -132,6 +191,41 @@ impl Node {
     /// Whether the node is shutting down.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
+    }
+
+    /// The backend command stream, when the engine has one.
+    pub fn command_stream(&self) -> Option<Arc<dyn CommandStream>> {
+        self.engine.command_stream()
+    }
+
+    /// Checks a channel name and returns its namespace options: 107 for an invalid name,
+    /// 102 for an unknown namespace.
+    pub fn channel_options(&self, channel: &str) -> Result<&ChannelOptions, ProtocolError> {
+        self.rules.options(channel)
+    }
+
+    /// The options of a channel whose namespace has presence on (108 when it is off).
+    pub fn presence_options(&self, channel: &str) -> Result<&ChannelOptions, ProtocolError> {
+        let opts = self.rules.options(channel)?;
+        if !opts.presence {
+            return Err(ProtocolError::new(ErrorCode::NotAvailable));
+        }
+        Ok(opts)
+    }
+
+    /// The options of a channel whose namespace keeps history (108 when it does not).
+    pub fn history_options(&self, channel: &str) -> Result<&ChannelOptions, ProtocolError> {
+        let opts = self.rules.options(channel)?;
+        if !opts.history_enabled() {
+            return Err(ProtocolError::new(ErrorCode::NotAvailable));
+        }
+        Ok(opts)
+    }
+
+    /// For a user-limited channel (`name#1,2`): whether `user` is listed. `None` when the
+    /// channel is not user-limited.
+    pub fn user_limited_allows(&self, channel: &str, user: &str) -> Option<bool> {
+        self.rules.user_limited_allows(channel, user)
     }
 
     /// Publishes into a channel with the channel's history settings.
@@ -145,7 +239,7 @@ impl Node {
         opts.trace = span.in_scope(telemetry::current_traceparent);
         let started = Instant::now();
         let res = self
-            .engine
+            .broker
             .publish(channel, publication, &opts)
             .instrument(span)
             .await;
@@ -157,7 +251,7 @@ impl Node {
     /// call (one Redis round trip): the backend command stream's runs of publishes to one
     /// channel. Each item's `publish` span is a child of the span given with it. Returns
     /// one entry per item: its result, or `None` when it was not tried (the engine stopped
-    /// at an earlier failure, see [`ferrocast_engine::Engine::publish_many`]). An item that
+    /// at an earlier failure, see [`ferrocast_engine::Broker::publish_many`]). An item that
     /// cannot be prepared (no data, unknown namespace) fails alone and is not sent; `Err`
     /// is a failure of the whole engine call.
     pub async fn publish_many(
@@ -188,7 +282,7 @@ impl Node {
             return Ok(out);
         }
         let started = Instant::now();
-        let res = self.engine.publish_many(channel, batch).await;
+        let res = self.broker.publish_many(channel, batch).await;
         let took = started.elapsed();
         drop(spans);
         for (i, r) in sent.into_iter().zip(res.map_err(engine_error)?) {
