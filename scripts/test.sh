@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
-# Runs every test:
-#   1. installs the real client SDKs the compatibility tests drive (tests/compat/setup.sh),
-#   2. validates the deployment artefacts (deploy/checks/run.sh: Helm, Kubernetes schemas,
+# Runs every check and test:
+#   1. formatting and lints: `cargo fmt --check`, `cargo clippy --workspace
+#      --all-targets -- -D warnings` (lint table in Cargo.toml),
+#   2. installs the real client SDKs the compatibility tests drive (tests/compat/setup.sh),
+#   3. validates the deployment artefacts (deploy/checks/run.sh: Helm, Kubernetes schemas,
 #      Compose, Dockerfile) when present,
-#   3. fuzzes each decoder for a bounded time (fuzz/run.sh, FUZZ_SECONDS per target),
-#   4. builds and runs the workspace's tests (unit tests, real node processes, real
+#   4. fuzzes each decoder for a bounded time (fuzz/run.sh, FUZZ_SECONDS per target),
+#   5. builds and runs the workspace's tests (unit tests, real node processes, real
 #      redis-server processes, real SDKs).
-# SKIP_FUZZ=1 / SKIP_DEPLOY_CHECKS=1 skip steps 3 / 2 for a quick local run. Extra
+# SKIP_FUZZ=1 / SKIP_DEPLOY_CHECKS=1 skip steps 4 / 3 for a quick local run. Extra
 # arguments go to `cargo test` (e.g. ./scripts/test.sh -- --nocapture).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+echo "==> cargo fmt --all -- --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy --workspace --all-targets --locked -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "==> tests/compat/setup.sh"
 tests/compat/setup.sh

@@ -36,6 +36,7 @@ pub struct ConfigArgs {
 pub enum Command {
     /// Run the broker.
     Serve {
+        /// Configuration file and overrides.
         #[command(flatten)]
         config: ConfigArgs,
         /// Listen address (http_server.address).
@@ -70,6 +71,7 @@ pub enum Command {
     },
     /// Print an HS256 connection token signed with client.token.hmac_secret_key.
     Gentoken {
+        /// Configuration file and overrides.
         #[command(flatten)]
         config: ConfigArgs,
         /// User id (`sub` claim).
