@@ -426,6 +426,14 @@ impl Backplane {
         }
     }
 
+    /// Every Redis process: the standalone instances, or the cluster's members.
+    pub fn instances(&self) -> &[RedisProcess] {
+        match self {
+            Backplane::Standalone(v) => v,
+            Backplane::Cluster(c) => &c.members,
+        }
+    }
+
     /// Whether this is a Redis Cluster.
     pub fn is_cluster(&self) -> bool {
         matches!(self, Backplane::Cluster(_))
