@@ -1,7 +1,7 @@
 //! Centrifugo client protocol v2 (JSON) over WebSocket: subscriber connections and the
 //! `--publish client` publisher.
 
-use crate::publish::Batch;
+use crate::batch::Batch;
 use crate::scan::{build_payload, lines, now_us, parse_push};
 use crate::stamped::StampedTcp;
 use crate::stats::{ConnResult, Errors, SeqTracker, count};

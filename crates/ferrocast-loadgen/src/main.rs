@@ -7,6 +7,7 @@
 //! connections and counters (no locks on the receive path); the main thread runs the
 //! publisher and the clock. Everything is bounded in time and stops by itself.
 
+mod batch;
 mod centrifugo;
 mod http;
 mod nats;

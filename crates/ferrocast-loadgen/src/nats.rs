@@ -2,8 +2,8 @@
 //! `nats-server` with its WebSocket listener: `CONNECT`, `SUB`, `PUB`, `PING`/`PONG`,
 //! `MSG`. Messages may be split across WebSocket frames, so input is parsed as a stream.
 
+use crate::batch::Batch;
 use crate::centrifugo::{Ws, open_ws};
-use crate::publish::Batch;
 use crate::scan::{build_payload, find, now_us, payload_seq_ts};
 use crate::stats::{ConnResult, Errors, SeqTracker, count};
 use crate::{Target, WorkerCtx};

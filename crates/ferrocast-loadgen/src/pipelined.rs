@@ -2,7 +2,7 @@
 //! order: `--publish http` (`POST /api/publish`) and `--publish redis` (`XADD`). Only
 //! the wire format differs ([`Wire`]); pacing, in-flight bound and accounting are here.
 
-use crate::publish::Batch;
+use crate::batch::Batch;
 use crate::scan::{build_payload, now_us};
 use crate::stats::{Errors, count};
 use bytes::{Buf, BytesMut};

@@ -5,6 +5,7 @@
 //! Accounting is the same for all: every message of a batch is counted as sent, and a
 //! publisher adds to `failed[channel]` what the broker refused.
 
+use crate::batch::Batch;
 use crate::centrifugo::ClientPublisher;
 use crate::http::{HttpPublisher, HttpWire};
 use crate::nats::NatsPublisher;
@@ -13,9 +14,6 @@ use crate::stats::{Errors, count};
 use crate::{Config, Protocol, PublishPath};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
-
-/// (channel index, per-channel sequence number) of each message to send.
-pub type Batch = Vec<(u32, u64)>;
 
 /// Most messages sent per tick (so replies keep being read under overload).
 const MAX_BATCH: u64 = 2_000;
