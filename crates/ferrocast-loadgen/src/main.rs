@@ -17,6 +17,7 @@ mod redis;
 mod scan;
 mod stamped;
 mod stats;
+mod ws;
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};

@@ -3,9 +3,9 @@
 //! `MSG`. Messages may be split across WebSocket frames, so input is parsed as a stream.
 
 use crate::batch::Batch;
-use crate::centrifugo::{Ws, open_ws};
 use crate::scan::{build_payload, find, now_us, payload_seq_ts};
 use crate::stats::{ConnResult, Errors, SeqTracker, count};
+use crate::ws::{Ws, open_ws};
 use crate::{Target, WorkerCtx};
 use futures_util::{SinkExt, StreamExt};
 use std::rc::Rc;
