@@ -1,11 +1,12 @@
 //! Centrifugo client protocol v2 (JSON) over WebSocket: subscriber connections and the
 //! `--publish client` publisher.
 
+use crate::WorkerCtx;
 use crate::batch::Batch;
+use crate::config::Target;
 use crate::scan::{build_payload, lines, now_us, parse_push};
 use crate::stats::{ConnResult, Errors, SeqTracker, count};
 use crate::ws::{Ws, open_ws};
-use crate::{Target, WorkerCtx};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use std::collections::HashMap;

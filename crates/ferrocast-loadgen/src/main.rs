@@ -9,6 +9,7 @@
 
 mod batch;
 mod centrifugo;
+mod config;
 mod http;
 mod nats;
 mod pipelined;
@@ -20,7 +21,8 @@ mod stats;
 mod ws;
 
 use anyhow::{Context, bail};
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+use config::{ChannelMode, Config, Protocol, PublishPath, Target};
 use hdrhistogram::Histogram;
 use stats::{ConnResult, Errors, Shared, ThreadStats, count};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -30,31 +32,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Protocol {
-    /// Centrifugo client protocol v2, JSON (ferrocast, Centrifugo).
-    Centrifugo,
-    /// NATS text protocol over WebSocket (nats-server `websocket {}` listener).
-    Nats,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum PublishPath {
-    /// POST /api/publish with X-API-Key (pipelined keep-alive HTTP/1.1).
-    Http,
-    /// A dedicated publisher connection sending `publish` commands (NATS: `PUB`).
-    Client,
-    /// XADD to the backend command stream (`--redis-addr`, `--redis-stream`).
-    Redis,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChannelMode {
-    Shared,
-    Many(usize),
-    Personal,
-}
 
 fn parse_channels(s: &str) -> Result<ChannelMode, String> {
     match s {
@@ -140,42 +117,6 @@ struct Args {
     /// Free text copied into the JSON output.
     #[arg(long, default_value = "")]
     label: String,
-}
-
-/// One WebSocket endpoint.
-#[derive(Debug, Clone)]
-pub struct Target {
-    pub url: String,
-    pub addr: SocketAddr,
-}
-
-/// The validated run configuration shared by all threads.
-pub struct Config {
-    pub targets: Vec<Target>,
-    pub protocol: Protocol,
-    pub publish: PublishPath,
-    pub channels: Vec<String>,
-    pub mode: ChannelMode,
-    pub connections: usize,
-    pub connect_rate: f64,
-    pub connect_timeout: Duration,
-    pub payload_size: usize,
-    pub api_addr: SocketAddr,
-    pub api_path: String,
-    pub api_key: String,
-    pub http_inflight: usize,
-    pub redis_addr: SocketAddr,
-    pub redis_stream: String,
-}
-
-impl Config {
-    fn channel_of(&self, i: usize) -> u32 {
-        match self.mode {
-            ChannelMode::Shared => 0,
-            ChannelMode::Many(k) => (i % k) as u32,
-            ChannelMode::Personal => i as u32,
-        }
-    }
 }
 
 /// Per worker thread.

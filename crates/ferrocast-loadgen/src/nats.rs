@@ -2,11 +2,12 @@
 //! `nats-server` with its WebSocket listener: `CONNECT`, `SUB`, `PUB`, `PING`/`PONG`,
 //! `MSG`. Messages may be split across WebSocket frames, so input is parsed as a stream.
 
+use crate::WorkerCtx;
 use crate::batch::Batch;
+use crate::config::Target;
 use crate::scan::{build_payload, find, now_us, payload_seq_ts};
 use crate::stats::{ConnResult, Errors, SeqTracker, count};
 use crate::ws::{Ws, open_ws};
-use crate::{Target, WorkerCtx};
 use futures_util::{SinkExt, StreamExt};
 use std::rc::Rc;
 use std::time::Duration;

@@ -7,11 +7,11 @@
 
 use crate::batch::Batch;
 use crate::centrifugo::ClientPublisher;
+use crate::config::{Config, Protocol, PublishPath};
 use crate::http::{HttpPublisher, HttpWire};
 use crate::nats::NatsPublisher;
 use crate::redis::{RedisPublisher, RespWire};
 use crate::stats::{Errors, count};
-use crate::{Config, Protocol, PublishPath};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 

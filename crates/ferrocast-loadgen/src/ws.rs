@@ -1,7 +1,7 @@
 //! Opening a subscriber or publisher WebSocket connection: TCP connect (with receive
 //! timestamps, see [`crate::stamped`]), the client handshake, and small buffers.
 
-use crate::Target;
+use crate::config::Target;
 use crate::stamped::StampedTcp;
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
