@@ -1,19 +1,19 @@
 //! Centrifugo client protocol v2 (JSON) over WebSocket: subscriber connections and the
 //! `--publish client` publisher.
 
-use crate::WorkerCtx;
 use crate::batch::Batch;
 use crate::config::Target;
 use crate::scan::{build_payload, lines, now_us, parse_push};
-use crate::stats::{ConnResult, Errors, SeqTracker, count};
+use crate::stats::{Errors, count};
+use crate::subscriber::{Frame, Session};
 use crate::ws::{Ws, open_ws};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
-use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 #[derive(Deserialize)]
 struct ReplyMin {
@@ -28,10 +28,7 @@ struct ErrMin {
     code: u32,
 }
 
-fn close_label(
-    prefix: &str,
-    m: Option<tokio_tungstenite::tungstenite::protocol::CloseFrame>,
-) -> String {
+fn close_label(prefix: &str, m: Option<&CloseFrame>) -> String {
     match m {
         Some(f) => format!("{prefix}:{}", u16::from(f.code)),
         None => format!("{prefix}:none"),
@@ -83,7 +80,7 @@ async fn handshake(ws: &mut Ws, first: String, want: &[(u64, &str)]) -> Result<(
                     pong(ws, pings).await?;
                 }
             }
-            Some(Ok(Message::Close(f))) => return Err(close_label("setup_close", f)),
+            Some(Ok(Message::Close(f))) => return Err(close_label("setup_close", f.as_ref())),
             Some(Ok(_)) => {}
             Some(Err(_)) => return Err("setup_read_error".into()),
             None => return Err("setup_eof".into()),
@@ -92,126 +89,47 @@ async fn handshake(ws: &mut Ws, first: String, want: &[(u64, &str)]) -> Result<(
     Ok(())
 }
 
-/// Connects and subscribes; the error is an error-kind label.
-async fn setup(target: &Target, channel: &str) -> Result<Ws, String> {
-    let mut ws = open_ws(target).await?;
-    let first = format!(
-        "{{\"id\":1,\"connect\":{{\"name\":\"ferrocast-loadgen\"}}}}\n{{\"id\":2,\"subscribe\":{{\"channel\":{}}}}}",
-        serde_json::to_string(channel).unwrap_or_default()
-    );
-    handshake(&mut ws, first, &[(1, "connect"), (2, "subscribe")]).await?;
-    Ok(ws)
-}
+/// A Centrifugo subscriber connection (no read state: every frame holds whole lines).
+pub struct Subscriber;
 
-/// One subscriber connection, from its scheduled start until `stop`.
-pub async fn subscriber(
-    ctx: Rc<WorkerCtx>,
-    idx: usize,
-    channel: u32,
-    start_at: tokio::time::Instant,
-    mut stop: watch::Receiver<bool>,
-) -> ConnResult {
-    let cfg = &ctx.cfg;
-    let name = cfg.channels[channel as usize].clone();
-    let target = &cfg.targets[idx % cfg.targets.len()];
-    let mut tracker = SeqTracker::default();
+impl Session for Subscriber {
+    const BINARY_FRAMES: bool = false;
+    const OTHER_CHANNEL: &'static str = "push_other_channel";
+    const UNPARSED: &'static str = "push_unparsed";
 
-    tokio::select! {
-        _ = tokio::time::sleep_until(start_at) => {}
-        _ = stop.changed() => {
-            ctx.stats.error("setup_cancelled");
-            ctx.shared.on_failed();
-            return ConnResult::from_tracker(channel, false, &tracker);
-        }
-    }
-    let setup_result = tokio::select! {
-        r = tokio::time::timeout(cfg.connect_timeout, setup(target, &name)) => {
-            r.unwrap_or_else(|_| Err("setup_timeout".into()))
-        }
-        _ = stop.changed() => Err("setup_cancelled".into()),
-    };
-    let mut ws = match setup_result {
-        Ok(ws) => ws,
-        Err(kind) => {
-            ctx.stats.error(kind);
-            ctx.shared.on_failed();
-            return ConnResult::from_tracker(channel, false, &tracker);
-        }
-    };
-    ctx.stats.setup_done(start_at);
-    if !ctx.shared.on_subscribed(channel, now_us()) {
-        ctx.stats.error("subscribed_after_publish_start");
-        return ConnResult::from_tracker(channel, false, &tracker);
+    async fn setup(target: &Target, channel: &str) -> Result<(Ws, Self), String> {
+        let mut ws = open_ws(target).await?;
+        let first = format!(
+            "{{\"id\":1,\"connect\":{{\"name\":\"ferrocast-loadgen\"}}}}\n{{\"id\":2,\"subscribe\":{{\"channel\":{}}}}}",
+            serde_json::to_string(channel).unwrap_or_default()
+        );
+        handshake(&mut ws, first, &[(1, "connect"), (2, "subscribe")]).await?;
+        Ok((ws, Subscriber))
     }
 
-    let expected = name.as_bytes();
-    loop {
-        tokio::select! {
-            biased;
-            _ = stop.changed() => break,
-            m = ws.next() => match m {
-                Some(Ok(Message::Text(t))) => {
-                    let now = now_us();
-                    let rx = ws.get_ref().last_rx_us();
-                    let mut pings = 0;
-                    let mut new = 0u64;
-                    for line in lines(t.as_bytes()) {
-                        if line == b"{}" {
-                            pings += 1;
-                        } else if line.starts_with(b"{\"push\"") {
-                            let Some((ch, st)) = parse_push(line) else {
-                                ctx.stats.error("push_unparsed");
-                                continue;
-                            };
-                            if ch != expected {
-                                ctx.stats.error("push_other_channel");
-                                continue;
-                            }
-                            match st {
-                                Some((seq, ts)) => {
-                                    if tracker.record(seq) {
-                                        new += 1;
-                                        ctx.stats.latency(ts, now, rx);
-                                    }
-                                }
-                                None => ctx.stats.error("push_unparsed"),
-                            }
-                        } else if !line.is_empty() {
-                            ctx.stats.error("unexpected_reply");
-                        }
-                    }
-                    if new > 0 {
-                        ctx.stats.received_at(now);
-                        ctx.shared
-                            .received_unique
-                            .fetch_add(new, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    if pings > 0 {
-                        ctx.stats.pings.set(ctx.stats.pings.get() + pings as u64);
-                        if let Err(kind) = pong(&mut ws, pings).await {
-                            ctx.stats.error(kind);
-                            break;
-                        }
-                    }
+    fn close_kind(frame: Option<&CloseFrame>) -> String {
+        close_label("server_close", frame)
+    }
+
+    fn read(&mut self, data: &[u8], frame: &mut Frame<'_>) -> Result<(), String> {
+        for line in lines(data) {
+            if line == b"{}" {
+                frame.ping();
+            } else if line.starts_with(b"{\"push\"") {
+                match parse_push(line) {
+                    Some((channel, seq_ts)) => frame.publication(channel, seq_ts),
+                    None => frame.unparsed(),
                 }
-                Some(Ok(Message::Close(f))) => {
-                    ctx.stats.error(close_label("server_close", f));
-                    break;
-                }
-                Some(Ok(Message::Binary(_))) => ctx.stats.error("binary_frame"),
-                Some(Ok(_)) => {}
-                Some(Err(_)) => {
-                    ctx.stats.error("read_error");
-                    break;
-                }
-                None => {
-                    ctx.stats.error("eof");
-                    break;
-                }
+            } else if !line.is_empty() {
+                frame.error("unexpected_reply");
             }
         }
+        Ok(())
     }
-    ConnResult::from_tracker(channel, true, &tracker)
+
+    async fn pong(ws: &mut Ws, n: usize) -> Result<(), String> {
+        pong(ws, n).await
+    }
 }
 
 /// Most commands put in one frame (the broker's default limit is 1000).
@@ -339,7 +257,7 @@ impl ClientPublisher {
                 Ok(())
             }
             Some(Ok(Message::Close(f))) => {
-                let l = close_label("publisher_close", f);
+                let l = close_label("publisher_close", f.as_ref());
                 count(&mut self.errors, l.clone(), 1);
                 anyhow::bail!(l)
             }

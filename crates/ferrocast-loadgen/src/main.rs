@@ -18,6 +18,7 @@ mod redis;
 mod scan;
 mod stamped;
 mod stats;
+mod subscriber;
 mod ws;
 
 use anyhow::{Context, bail};
@@ -31,6 +32,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+use subscriber::WorkerCtx;
 use tokio::sync::watch;
 
 fn parse_channels(s: &str) -> Result<ChannelMode, String> {
@@ -117,13 +119,6 @@ struct Args {
     /// Free text copied into the JSON output.
     #[arg(long, default_value = "")]
     label: String,
-}
-
-/// Per worker thread.
-pub struct WorkerCtx {
-    pub cfg: Arc<Config>,
-    pub shared: Arc<Shared>,
-    pub stats: ThreadStats,
 }
 
 /// host:port of `scheme://host:port/path`, resolved, loopback only.
@@ -237,17 +232,16 @@ fn worker(
         for (i, at) in mine {
             let ch = cfg.channel_of(i);
             let at = tokio::time::Instant::from_std(at);
+            let (ctx, stop) = (ctx.clone(), stop.clone());
             let h = match cfg.protocol {
-                Protocol::Centrifugo => tokio::task::spawn_local(centrifugo::subscriber(
-                    ctx.clone(),
-                    i,
-                    ch,
-                    at,
-                    stop.clone(),
-                )),
-                Protocol::Nats => {
-                    tokio::task::spawn_local(nats::subscriber(ctx.clone(), i, ch, at, stop.clone()))
+                Protocol::Centrifugo => {
+                    tokio::task::spawn_local(subscriber::run::<centrifugo::Subscriber>(
+                        ctx, i, ch, at, stop,
+                    ))
                 }
+                Protocol::Nats => tokio::task::spawn_local(subscriber::run::<nats::Subscriber>(
+                    ctx, i, ch, at, stop,
+                )),
             };
             handles.push((ch, h));
         }
@@ -300,8 +294,8 @@ fn main() -> anyhow::Result<()> {
     let t0_us = scan::now_us() + 20_000;
     let mut per_thread: Vec<Vec<(usize, Instant)>> = vec![Vec::new(); threads];
     for i in 0..cfg.connections {
-        let at = if args.connect_rate > 0.0 {
-            t0 + Duration::from_secs_f64(i as f64 / args.connect_rate)
+        let at = if cfg.connect_rate > 0.0 {
+            t0 + Duration::from_secs_f64(i as f64 / cfg.connect_rate)
         } else {
             t0
         };
@@ -324,8 +318,8 @@ fn main() -> anyhow::Result<()> {
     let (publish, publish_start_us, coordinator_errors) = local.block_on(&rt, async {
         let mut errors = Errors::new();
         // Connect phase.
-        let ramp = if args.connect_rate > 0.0 {
-            cfg.connections as f64 / args.connect_rate
+        let ramp = if cfg.connect_rate > 0.0 {
+            cfg.connections as f64 / cfg.connect_rate
         } else {
             0.0
         };

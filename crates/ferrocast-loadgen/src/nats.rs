@@ -2,17 +2,17 @@
 //! `nats-server` with its WebSocket listener: `CONNECT`, `SUB`, `PUB`, `PING`/`PONG`,
 //! `MSG`. Messages may be split across WebSocket frames, so input is parsed as a stream.
 
-use crate::WorkerCtx;
 use crate::batch::Batch;
 use crate::config::Target;
 use crate::scan::{build_payload, find, now_us, payload_seq_ts};
-use crate::stats::{ConnResult, Errors, SeqTracker, count};
+use crate::stats::{Errors, count};
+use crate::subscriber::{Frame, Session};
 use crate::ws::{Ws, open_ws};
 use futures_util::{SinkExt, StreamExt};
 use std::rc::Rc;
 use std::time::Duration;
-use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 const CONNECT: &str = "CONNECT {\"verbose\":false,\"pedantic\":false,\"protocol\":1,\"name\":\"ferrocast-loadgen\",\"lang\":\"rust\",\"version\":\"0.1\"}\r\n";
 /// Largest partial message kept between frames.
@@ -153,118 +153,45 @@ async fn until_pong(ws: &mut Ws, reader: &mut Reader, first: Vec<u8>) -> Result<
     }
 }
 
-async fn setup(target: &Target, subject: &str) -> Result<(Ws, Reader), String> {
-    let mut ws = open_ws(target).await?;
-    let mut reader = Reader::default();
-    let first = format!("{CONNECT}SUB {subject} 1\r\nPING\r\n").into_bytes();
-    until_pong(&mut ws, &mut reader, first).await?;
-    Ok((ws, reader))
+/// A NATS subscriber connection: the reassembly of its input stream.
+pub struct Subscriber {
+    reader: Reader,
 }
 
-/// One NATS subscriber connection, from its scheduled start until `stop`.
-pub async fn subscriber(
-    ctx: Rc<WorkerCtx>,
-    idx: usize,
-    channel: u32,
-    start_at: tokio::time::Instant,
-    mut stop: watch::Receiver<bool>,
-) -> ConnResult {
-    let cfg = &ctx.cfg;
-    let subject = cfg.channels[channel as usize].clone();
-    let target = &cfg.targets[idx % cfg.targets.len()];
-    let mut tracker = SeqTracker::default();
+impl Session for Subscriber {
+    const BINARY_FRAMES: bool = true;
+    const OTHER_CHANNEL: &'static str = "msg_other_subject";
+    const UNPARSED: &'static str = "msg_unparsed";
 
-    tokio::select! {
-        _ = tokio::time::sleep_until(start_at) => {}
-        _ = stop.changed() => {
-            ctx.stats.error("setup_cancelled");
-            ctx.shared.on_failed();
-            return ConnResult::from_tracker(channel, false, &tracker);
-        }
-    }
-    let setup_result = tokio::select! {
-        r = tokio::time::timeout(cfg.connect_timeout, setup(target, &subject)) => {
-            r.unwrap_or_else(|_| Err("setup_timeout".into()))
-        }
-        _ = stop.changed() => Err("setup_cancelled".into()),
-    };
-    let (mut ws, mut reader) = match setup_result {
-        Ok(x) => x,
-        Err(kind) => {
-            ctx.stats.error(kind);
-            ctx.shared.on_failed();
-            return ConnResult::from_tracker(channel, false, &tracker);
-        }
-    };
-    ctx.stats.setup_done(start_at);
-    if !ctx.shared.on_subscribed(channel, now_us()) {
-        ctx.stats.error("subscribed_after_publish_start");
-        return ConnResult::from_tracker(channel, false, &tracker);
+    async fn setup(target: &Target, subject: &str) -> Result<(Ws, Self), String> {
+        let mut ws = open_ws(target).await?;
+        let mut reader = Reader::default();
+        let first = format!("{CONNECT}SUB {subject} 1\r\nPING\r\n").into_bytes();
+        until_pong(&mut ws, &mut reader, first).await?;
+        Ok((ws, Subscriber { reader }))
     }
 
-    let expected = subject.as_bytes();
-    loop {
-        tokio::select! {
-            biased;
-            _ = stop.changed() => break,
-            m = ws.next() => {
-                let m = match m {
-                    Some(Ok(m)) => m,
-                    Some(Err(_)) => { ctx.stats.error("read_error"); break; }
-                    None => { ctx.stats.error("eof"); break; }
-                };
-                if let Message::Close(_) = m {
-                    ctx.stats.error("server_close");
-                    break;
-                }
-                let Some(bytes) = frame_bytes(&m) else { continue };
-                let now = now_us();
-                let rx = ws.get_ref().last_rx_us();
-                let (mut pings, mut new) = (0usize, 0u64);
-                let r = reader.feed(bytes, |it| match it {
-                    Item::Msg { subject, payload } => {
-                        if subject != expected {
-                            ctx.stats.error("msg_other_subject");
-                            return;
-                        }
-                        match payload_seq_ts(payload) {
-                            Some((seq, ts)) => {
-                                if tracker.record(seq) {
-                                    new += 1;
-                                    ctx.stats.latency(ts, now, rx);
-                                }
-                            }
-                            None => ctx.stats.error("msg_unparsed"),
-                        }
-                    }
-                    Item::Ping => pings += 1,
-                    Item::Err(e) => ctx.stats.error(format!(
-                        "nats_err:{}",
-                        String::from_utf8_lossy(e).trim_start_matches("-ERR ").replace(' ', "_")
-                    )),
-                    _ => {}
-                });
-                if let Err(kind) = r {
-                    ctx.stats.error(kind);
-                    break;
-                }
-                if new > 0 {
-                    ctx.stats.received_at(now);
-                    ctx.shared
-                        .received_unique
-                        .fetch_add(new, std::sync::atomic::Ordering::Relaxed);
-                }
-                if pings > 0 {
-                    ctx.stats.pings.set(ctx.stats.pings.get() + pings as u64);
-                    if let Err(kind) = send(&mut ws, b"PONG\r\n".repeat(pings)).await {
-                        ctx.stats.error(kind);
-                        break;
-                    }
-                }
-            }
-        }
+    fn close_kind(_frame: Option<&CloseFrame>) -> String {
+        "server_close".into()
     }
-    ConnResult::from_tracker(channel, true, &tracker)
+
+    fn read(&mut self, data: &[u8], frame: &mut Frame<'_>) -> Result<(), String> {
+        self.reader.feed(data, |it| match it {
+            Item::Msg { subject, payload } => frame.publication(subject, payload_seq_ts(payload)),
+            Item::Ping => frame.ping(),
+            Item::Err(e) => frame.error(format!(
+                "nats_err:{}",
+                String::from_utf8_lossy(e)
+                    .trim_start_matches("-ERR ")
+                    .replace(' ', "_")
+            )),
+            _ => {}
+        })
+    }
+
+    async fn pong(ws: &mut Ws, n: usize) -> Result<(), String> {
+        send(ws, b"PONG\r\n".repeat(n)).await
+    }
 }
 
 /// Publisher over its own NATS WebSocket connection.
