@@ -3,6 +3,7 @@
 
 use crate::batch::Batch;
 use crate::config::Target;
+use crate::replies::Replies;
 use crate::scan::{build_payload, lines, now_us, parse_push};
 use crate::stats::{Errors, count};
 use crate::subscriber::{Frame, Session};
@@ -184,10 +185,6 @@ impl ClientPublisher {
         MAX_PENDING.saturating_sub(self.pending.len())
     }
 
-    pub fn pending(&self) -> usize {
-        self.pending.len()
-    }
-
     pub async fn send(&mut self, batch: &Batch) -> anyhow::Result<()> {
         let mut in_frame = 0;
         self.frame.clear();
@@ -230,8 +227,19 @@ impl ClientPublisher {
         Ok(())
     }
 
-    /// Waits for one incoming frame and accounts its replies (cancel-safe).
-    pub async fn recv(&mut self) -> anyhow::Result<()> {
+    /// Waits (bounded) for the replies still outstanding.
+    pub async fn finish(&mut self, within: Duration) {
+        self.await_replies(within).await;
+        let _ = self.ws.close(None).await;
+    }
+}
+
+impl Replies for ClientPublisher {
+    fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    async fn recv(&mut self) -> anyhow::Result<()> {
         match self.ws.next().await {
             Some(Ok(Message::Text(t))) => {
                 for line in t.as_str().split('\n') {
@@ -268,7 +276,7 @@ impl ClientPublisher {
     }
 
     /// Answers pings seen by `recv`.
-    pub async fn after_recv(&mut self) -> anyhow::Result<()> {
+    async fn after_recv(&mut self) -> anyhow::Result<()> {
         if self.pings > 0 {
             let n = std::mem::take(&mut self.pings);
             pong(&mut self.ws, n).await.map_err(anyhow::Error::msg)?;
@@ -276,26 +284,7 @@ impl ClientPublisher {
         Ok(())
     }
 
-    /// Waits (bounded) for the replies still outstanding.
-    pub async fn finish(&mut self, within: Duration) {
-        let deadline = tokio::time::Instant::now() + within;
-        while !self.pending.is_empty() {
-            match tokio::time::timeout_at(deadline, self.recv()).await {
-                Ok(Ok(())) => {
-                    if self.after_recv().await.is_err() {
-                        break;
-                    }
-                }
-                _ => break,
-            }
-        }
-        if !self.pending.is_empty() {
-            count(
-                &mut self.errors,
-                "publish_unanswered",
-                self.pending.len() as u64,
-            );
-        }
-        let _ = self.ws.close(None).await;
+    fn errors(&mut self) -> &mut Errors {
+        &mut self.errors
     }
 }

@@ -15,6 +15,7 @@ mod nats;
 mod pipelined;
 mod publish;
 mod redis;
+mod replies;
 mod scan;
 mod stamped;
 mod stats;

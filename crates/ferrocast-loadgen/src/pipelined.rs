@@ -3,6 +3,7 @@
 //! the wire format differs ([`Wire`]); pacing, in-flight bound and accounting are here.
 
 use crate::batch::Batch;
+use crate::replies::Replies;
 use crate::scan::{build_payload, now_us};
 use crate::stats::{Errors, count};
 use bytes::{Buf, BytesMut};
@@ -69,10 +70,6 @@ impl<W: Wire> Pipelined<W> {
         self.inflight.saturating_sub(self.pending.len())
     }
 
-    pub fn pending(&self) -> usize {
-        self.pending.len()
-    }
-
     pub async fn send(&mut self, batch: &Batch) -> anyhow::Result<()> {
         use std::io::Write;
         self.out.clear();
@@ -92,8 +89,20 @@ impl<W: Wire> Pipelined<W> {
         Ok(())
     }
 
+    /// Waits (bounded) for the replies still outstanding and closes the connection.
+    pub async fn finish(&mut self, within: Duration) {
+        self.await_replies(within).await;
+        let _ = self.stream.shutdown().await;
+    }
+}
+
+impl<W: Wire> Replies for Pipelined<W> {
+    fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
     /// Reads what is available and accounts complete replies (cancel-safe).
-    pub async fn recv(&mut self) -> anyhow::Result<()> {
+    async fn recv(&mut self) -> anyhow::Result<()> {
         let n = self.stream.read_buf(&mut self.rbuf).await?;
         if n == 0 {
             count(&mut self.errors, W::CLOSED, 1);
@@ -112,25 +121,7 @@ impl<W: Wire> Pipelined<W> {
         Ok(())
     }
 
-    pub async fn after_recv(&mut self) -> anyhow::Result<()> {
-        Ok(())
-    }
-
-    pub async fn finish(&mut self, within: Duration) {
-        let deadline = tokio::time::Instant::now() + within;
-        while !self.pending.is_empty() {
-            match tokio::time::timeout_at(deadline, self.recv()).await {
-                Ok(Ok(())) => {}
-                _ => break,
-            }
-        }
-        if !self.pending.is_empty() {
-            count(
-                &mut self.errors,
-                "publish_unanswered",
-                self.pending.len() as u64,
-            );
-        }
-        let _ = self.stream.shutdown().await;
+    fn errors(&mut self) -> &mut Errors {
+        &mut self.errors
     }
 }

@@ -11,6 +11,7 @@ use crate::config::{Config, Protocol, PublishPath};
 use crate::http::{HttpPublisher, HttpWire};
 use crate::nats::NatsPublisher;
 use crate::redis::{RedisPublisher, RespWire};
+use crate::replies::Replies;
 use crate::stats::{Errors, count};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
