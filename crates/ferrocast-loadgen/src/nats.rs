@@ -102,6 +102,16 @@ impl Reader {
     }
 }
 
+/// The error kind of a server `-ERR '...'` line: `nats_err:'...'`, spaces as `_`.
+fn err_kind(line: &[u8]) -> String {
+    format!(
+        "nats_err:{}",
+        String::from_utf8_lossy(line)
+            .trim_start_matches("-ERR ")
+            .replace(' ', "_")
+    )
+}
+
 fn frame_bytes(m: &Message) -> Option<&[u8]> {
     match m {
         Message::Binary(b) => Some(&b[..]),
@@ -135,14 +145,11 @@ async fn until_pong(ws: &mut Ws, reader: &mut Reader, first: Vec<u8>) -> Result<
         reader.feed(bytes, |it| match it {
             Item::Pong => pong = true,
             Item::Ping => pings += 1,
-            Item::Err(e) => err = Some(String::from_utf8_lossy(e).into_owned()),
+            Item::Err(e) => err = Some(err_kind(e)),
             _ => {}
         })?;
-        if let Some(e) = err {
-            return Err(format!(
-                "nats_err:{}",
-                e.trim_start_matches("-ERR ").replace(' ', "_")
-            ));
+        if let Some(kind) = err {
+            return Err(kind);
         }
         if pings > 0 {
             send(ws, b"PONG\r\n".repeat(pings)).await?;
@@ -179,12 +186,7 @@ impl Session for Subscriber {
         self.reader.feed(data, |it| match it {
             Item::Msg { subject, payload } => frame.publication(subject, payload_seq_ts(payload)),
             Item::Ping => frame.ping(),
-            Item::Err(e) => frame.error(format!(
-                "nats_err:{}",
-                String::from_utf8_lossy(e)
-                    .trim_start_matches("-ERR ")
-                    .replace(' ', "_")
-            )),
+            Item::Err(e) => frame.error(err_kind(e)),
             _ => {}
         })
     }
@@ -277,16 +279,7 @@ impl NatsPublisher {
             .feed(bytes, |it| match it {
                 Item::Ping => pings += 1,
                 Item::Pong => pong = true,
-                Item::Err(e) => count(
-                    errors,
-                    format!(
-                        "nats_err:{}",
-                        String::from_utf8_lossy(e)
-                            .trim_start_matches("-ERR ")
-                            .replace(' ', "_")
-                    ),
-                    1,
-                ),
+                Item::Err(e) => count(errors, err_kind(e), 1),
                 _ => {}
             })
             .map_err(anyhow::Error::msg)?;
@@ -358,5 +351,13 @@ mod tests {
         })
         .unwrap();
         assert_eq!(n, 2);
+    }
+
+    #[test]
+    fn error_kinds() {
+        assert_eq!(
+            err_kind(b"-ERR 'Authorization Violation'"),
+            "nats_err:'Authorization_Violation'"
+        );
     }
 }
