@@ -148,12 +148,16 @@ pub struct ClientPublisher {
     next_id: u64,
     pending: HashMap<u64, u32>,
     pings: usize,
+    /// Messages the broker refused, per channel.
     pub failed: Vec<u64>,
+    /// Error counters of this publisher.
     pub errors: Errors,
     frame: Vec<u8>,
 }
 
 impl ClientPublisher {
+    /// Opens the connection and sends `connect`; publishes go to `channels`, with
+    /// payloads of `payload_size` bytes.
     pub async fn connect(
         target: &Target,
         channels: Rc<Vec<String>>,
@@ -181,10 +185,13 @@ impl ClientPublisher {
         })
     }
 
+    /// Messages that may be sent before too many are unanswered.
     pub fn capacity(&self) -> usize {
         MAX_PENDING.saturating_sub(self.pending.len())
     }
 
+    /// Sends one `publish` command per message, in as few frames as the broker's limits
+    /// allow.
     pub async fn send(&mut self, batch: &Batch) -> anyhow::Result<()> {
         let mut in_frame = 0;
         self.frame.clear();

@@ -21,15 +21,24 @@ const MAX_BUFFER: usize = 32 << 20;
 /// One protocol item.
 #[derive(Debug, PartialEq)]
 pub enum Item<'a> {
+    /// `MSG <subject> <sid> [reply] <size>` and its payload.
     Msg {
+        /// The subject the message was published on.
         subject: &'a [u8],
+        /// The message payload.
         payload: &'a [u8],
     },
+    /// A server `PING`.
     Ping,
+    /// A `PONG` answering our `PING`.
     Pong,
+    /// `INFO {...}`.
     Info,
+    /// `+OK`.
     Ok,
+    /// An `-ERR '...'` line, whole.
     Err(&'a [u8]),
+    /// Any other line.
     Other,
 }
 
@@ -86,6 +95,8 @@ pub struct Reader {
 }
 
 impl Reader {
+    /// Parses the complete items of `frame` (after what earlier frames left over) into
+    /// `f` and keeps the incomplete rest.
     pub fn feed(&mut self, frame: &[u8], f: impl FnMut(Item<'_>)) -> Result<(), String> {
         if self.buf.is_empty() {
             let used = parse(frame, f)?;
@@ -203,12 +214,16 @@ pub struct NatsPublisher {
     subjects: Rc<Vec<String>>,
     payload_size: usize,
     pings: usize,
+    /// Messages the broker refused, per channel.
     pub failed: Vec<u64>,
+    /// Error counters of this publisher.
     pub errors: Errors,
     payload: Vec<u8>,
 }
 
 impl NatsPublisher {
+    /// Opens the connection and waits for the `PONG` answering `CONNECT`; publishes go to
+    /// `subjects`, with payloads of `payload_size` bytes.
     pub async fn connect(
         target: &Target,
         subjects: Rc<Vec<String>>,
@@ -236,10 +251,12 @@ impl NatsPublisher {
         })
     }
 
+    /// Unbounded: NATS does not answer each `PUB`.
     pub fn capacity(&self) -> usize {
         usize::MAX
     }
 
+    /// Sends one `PUB` per message, all in one frame.
     pub async fn send(&mut self, batch: &Batch) -> anyhow::Result<()> {
         let mut out = Vec::with_capacity(batch.len() * (self.payload_size + 48));
         for &(ch, seq) in batch.iter() {
@@ -287,6 +304,7 @@ impl NatsPublisher {
         Ok(pong)
     }
 
+    /// Answers the server pings seen by `recv`.
     pub async fn after_recv(&mut self) -> anyhow::Result<()> {
         if self.pings > 0 {
             let n = std::mem::take(&mut self.pings);

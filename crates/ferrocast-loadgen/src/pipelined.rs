@@ -34,13 +34,17 @@ pub struct Pipelined<W: Wire> {
     inflight: usize,
     pending: VecDeque<u32>,
     rbuf: BytesMut,
+    /// Messages the broker refused, per channel.
     pub failed: Vec<u64>,
+    /// Error counters of this publisher.
     pub errors: Errors,
     body: Vec<u8>,
     out: Vec<u8>,
 }
 
 impl<W: Wire> Pipelined<W> {
+    /// Connects to `addr`; publishes go to `channels`, with payloads of `payload_size`
+    /// bytes, at most `inflight` (at least 1) unanswered at a time.
     pub async fn connect(
         addr: SocketAddr,
         wire: W,
@@ -66,10 +70,12 @@ impl<W: Wire> Pipelined<W> {
         })
     }
 
+    /// Requests that may be sent before `inflight` are unanswered.
     pub fn capacity(&self) -> usize {
         self.inflight.saturating_sub(self.pending.len())
     }
 
+    /// Writes one request per message, all in one write.
     pub async fn send(&mut self, batch: &Batch) -> anyhow::Result<()> {
         use std::io::Write;
         self.out.clear();

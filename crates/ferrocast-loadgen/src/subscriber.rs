@@ -56,8 +56,9 @@ pub struct Frame<'a> {
     expected: &'a [u8],
     other_channel: &'static str,
     unparsed: &'static str,
-    /// When the load generator read the frame, and when the kernel received it.
+    /// When the load generator read the frame (shared clock, µs).
     now: u64,
+    /// When the kernel received it (0: unknown).
     rx: u64,
     /// New (not duplicated) publications in the frame.
     new: u64,
