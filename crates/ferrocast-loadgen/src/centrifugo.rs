@@ -1,55 +1,20 @@
 //! Centrifugo client protocol v2 (JSON) over WebSocket: subscriber connections and the
 //! `--publish client` publisher.
 
-use crate::publish::Batch;
+use crate::batch::Batch;
+use crate::config::Target;
+use crate::replies::Replies;
 use crate::scan::{build_payload, lines, now_us, parse_push};
-use crate::stamped::StampedTcp;
-use crate::stats::{ConnResult, Errors, SeqTracker, count};
-use crate::{Target, WorkerCtx};
+use crate::stats::{Errors, count};
+use crate::subscriber::{Frame, Session};
+use crate::ws::{Ws, open_ws};
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
-use tokio::net::TcpStream;
-use tokio::sync::watch;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-
-pub type Ws = WebSocketStream<StampedTcp>;
-
-/// Small buffers: the load generator holds thousands of connections (see RUST-STACK P1).
-pub fn ws_config() -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(4096)
-        .write_buffer_size(0)
-        .max_write_buffer_size(8 << 20)
-        .max_message_size(Some(16 << 20))
-        .max_frame_size(Some(16 << 20))
-}
-
-/// TCP connect + WebSocket handshake; the error is an error-kind label.
-pub async fn open_ws(target: &Target) -> Result<Ws, String> {
-    let tcp = TcpStream::connect(target.addr)
-        .await
-        .map_err(|e| format!("tcp_connect:{:?}", e.kind()))?;
-    let _ = tcp.set_nodelay(true);
-    let tcp = StampedTcp::new(tcp);
-    let (ws, _resp) =
-        tokio_tungstenite::client_async_with_config(target.url.as_str(), tcp, Some(ws_config()))
-            .await
-            .map_err(|e| match e {
-                tokio_tungstenite::tungstenite::Error::Http(r) => {
-                    format!("ws_handshake_http:{}", r.status().as_u16())
-                }
-                tokio_tungstenite::tungstenite::Error::Io(e) => {
-                    format!("ws_handshake_io:{:?}", e.kind())
-                }
-                _ => "ws_handshake".to_string(),
-            })?;
-    Ok(ws)
-}
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 #[derive(Deserialize)]
 struct ReplyMin {
@@ -64,10 +29,7 @@ struct ErrMin {
     code: u32,
 }
 
-fn close_label(
-    prefix: &str,
-    m: Option<tokio_tungstenite::tungstenite::protocol::CloseFrame>,
-) -> String {
+fn close_label(prefix: &str, m: Option<&CloseFrame>) -> String {
     match m {
         Some(f) => format!("{prefix}:{}", u16::from(f.code)),
         None => format!("{prefix}:none"),
@@ -119,7 +81,7 @@ async fn handshake(ws: &mut Ws, first: String, want: &[(u64, &str)]) -> Result<(
                     pong(ws, pings).await?;
                 }
             }
-            Some(Ok(Message::Close(f))) => return Err(close_label("setup_close", f)),
+            Some(Ok(Message::Close(f))) => return Err(close_label("setup_close", f.as_ref())),
             Some(Ok(_)) => {}
             Some(Err(_)) => return Err("setup_read_error".into()),
             None => return Err("setup_eof".into()),
@@ -128,126 +90,47 @@ async fn handshake(ws: &mut Ws, first: String, want: &[(u64, &str)]) -> Result<(
     Ok(())
 }
 
-/// Connects and subscribes; the error is an error-kind label.
-async fn setup(target: &Target, channel: &str) -> Result<Ws, String> {
-    let mut ws = open_ws(target).await?;
-    let first = format!(
-        "{{\"id\":1,\"connect\":{{\"name\":\"ferrocast-loadgen\"}}}}\n{{\"id\":2,\"subscribe\":{{\"channel\":{}}}}}",
-        serde_json::to_string(channel).unwrap_or_default()
-    );
-    handshake(&mut ws, first, &[(1, "connect"), (2, "subscribe")]).await?;
-    Ok(ws)
-}
+/// A Centrifugo subscriber connection (no read state: every frame holds whole lines).
+pub struct Subscriber;
 
-/// One subscriber connection, from its scheduled start until `stop`.
-pub async fn subscriber(
-    ctx: Rc<WorkerCtx>,
-    idx: usize,
-    channel: u32,
-    start_at: tokio::time::Instant,
-    mut stop: watch::Receiver<bool>,
-) -> ConnResult {
-    let cfg = &ctx.cfg;
-    let name = cfg.channels[channel as usize].clone();
-    let target = &cfg.targets[idx % cfg.targets.len()];
-    let mut tracker = SeqTracker::default();
+impl Session for Subscriber {
+    const BINARY_FRAMES: bool = false;
+    const OTHER_CHANNEL: &'static str = "push_other_channel";
+    const UNPARSED: &'static str = "push_unparsed";
 
-    tokio::select! {
-        _ = tokio::time::sleep_until(start_at) => {}
-        _ = stop.changed() => {
-            ctx.stats.error("setup_cancelled");
-            ctx.shared.on_failed();
-            return ConnResult::from_tracker(channel, false, &tracker);
-        }
-    }
-    let setup_result = tokio::select! {
-        r = tokio::time::timeout(cfg.connect_timeout, setup(target, &name)) => {
-            r.unwrap_or_else(|_| Err("setup_timeout".into()))
-        }
-        _ = stop.changed() => Err("setup_cancelled".into()),
-    };
-    let mut ws = match setup_result {
-        Ok(ws) => ws,
-        Err(kind) => {
-            ctx.stats.error(kind);
-            ctx.shared.on_failed();
-            return ConnResult::from_tracker(channel, false, &tracker);
-        }
-    };
-    ctx.stats.setup_done(start_at);
-    if !ctx.shared.on_subscribed(channel, now_us()) {
-        ctx.stats.error("subscribed_after_publish_start");
-        return ConnResult::from_tracker(channel, false, &tracker);
+    async fn setup(target: &Target, channel: &str) -> Result<(Ws, Self), String> {
+        let mut ws = open_ws(target).await?;
+        let first = format!(
+            "{{\"id\":1,\"connect\":{{\"name\":\"ferrocast-loadgen\"}}}}\n{{\"id\":2,\"subscribe\":{{\"channel\":{}}}}}",
+            serde_json::to_string(channel).unwrap_or_default()
+        );
+        handshake(&mut ws, first, &[(1, "connect"), (2, "subscribe")]).await?;
+        Ok((ws, Subscriber))
     }
 
-    let expected = name.as_bytes();
-    loop {
-        tokio::select! {
-            biased;
-            _ = stop.changed() => break,
-            m = ws.next() => match m {
-                Some(Ok(Message::Text(t))) => {
-                    let now = now_us();
-                    let rx = ws.get_ref().last_rx_us();
-                    let mut pings = 0;
-                    let mut new = 0u64;
-                    for line in lines(t.as_bytes()) {
-                        if line == b"{}" {
-                            pings += 1;
-                        } else if line.starts_with(b"{\"push\"") {
-                            let Some((ch, st)) = parse_push(line) else {
-                                ctx.stats.error("push_unparsed");
-                                continue;
-                            };
-                            if ch != expected {
-                                ctx.stats.error("push_other_channel");
-                                continue;
-                            }
-                            match st {
-                                Some((seq, ts)) => {
-                                    if tracker.record(seq) {
-                                        new += 1;
-                                        ctx.stats.latency(ts, now, rx);
-                                    }
-                                }
-                                None => ctx.stats.error("push_unparsed"),
-                            }
-                        } else if !line.is_empty() {
-                            ctx.stats.error("unexpected_reply");
-                        }
-                    }
-                    if new > 0 {
-                        ctx.stats.received_at(now);
-                        ctx.shared
-                            .received_unique
-                            .fetch_add(new, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    if pings > 0 {
-                        ctx.stats.pings.set(ctx.stats.pings.get() + pings as u64);
-                        if let Err(kind) = pong(&mut ws, pings).await {
-                            ctx.stats.error(kind);
-                            break;
-                        }
-                    }
+    fn close_kind(frame: Option<&CloseFrame>) -> String {
+        close_label("server_close", frame)
+    }
+
+    fn read(&mut self, data: &[u8], frame: &mut Frame<'_>) -> Result<(), String> {
+        for line in lines(data) {
+            if line == b"{}" {
+                frame.ping();
+            } else if line.starts_with(b"{\"push\"") {
+                match parse_push(line) {
+                    Some((channel, seq_ts)) => frame.publication(channel, seq_ts),
+                    None => frame.unparsed(),
                 }
-                Some(Ok(Message::Close(f))) => {
-                    ctx.stats.error(close_label("server_close", f));
-                    break;
-                }
-                Some(Ok(Message::Binary(_))) => ctx.stats.error("binary_frame"),
-                Some(Ok(_)) => {}
-                Some(Err(_)) => {
-                    ctx.stats.error("read_error");
-                    break;
-                }
-                None => {
-                    ctx.stats.error("eof");
-                    break;
-                }
+            } else if !line.is_empty() {
+                frame.error("unexpected_reply");
             }
         }
+        Ok(())
     }
-    ConnResult::from_tracker(channel, true, &tracker)
+
+    async fn pong(ws: &mut Ws, n: usize) -> Result<(), String> {
+        pong(ws, n).await
+    }
 }
 
 /// Most commands put in one frame (the broker's default limit is 1000).
@@ -265,12 +148,16 @@ pub struct ClientPublisher {
     next_id: u64,
     pending: HashMap<u64, u32>,
     pings: usize,
+    /// Messages the broker refused, per channel.
     pub failed: Vec<u64>,
+    /// Error counters of this publisher.
     pub errors: Errors,
     frame: Vec<u8>,
 }
 
 impl ClientPublisher {
+    /// Opens the connection and sends `connect`; publishes go to `channels`, with
+    /// payloads of `payload_size` bytes.
     pub async fn connect(
         target: &Target,
         channels: Rc<Vec<String>>,
@@ -298,14 +185,13 @@ impl ClientPublisher {
         })
     }
 
+    /// Messages that may be sent before too many are unanswered.
     pub fn capacity(&self) -> usize {
         MAX_PENDING.saturating_sub(self.pending.len())
     }
 
-    pub fn pending(&self) -> usize {
-        self.pending.len()
-    }
-
+    /// Sends one `publish` command per message, in as few frames as the broker's limits
+    /// allow.
     pub async fn send(&mut self, batch: &Batch) -> anyhow::Result<()> {
         let mut in_frame = 0;
         self.frame.clear();
@@ -348,8 +234,19 @@ impl ClientPublisher {
         Ok(())
     }
 
-    /// Waits for one incoming frame and accounts its replies (cancel-safe).
-    pub async fn recv(&mut self) -> anyhow::Result<()> {
+    /// Waits (bounded) for the replies still outstanding.
+    pub async fn finish(&mut self, within: Duration) {
+        self.await_replies(within).await;
+        let _ = self.ws.close(None).await;
+    }
+}
+
+impl Replies for ClientPublisher {
+    fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    async fn recv(&mut self) -> anyhow::Result<()> {
         match self.ws.next().await {
             Some(Ok(Message::Text(t))) => {
                 for line in t.as_str().split('\n') {
@@ -375,7 +272,7 @@ impl ClientPublisher {
                 Ok(())
             }
             Some(Ok(Message::Close(f))) => {
-                let l = close_label("publisher_close", f);
+                let l = close_label("publisher_close", f.as_ref());
                 count(&mut self.errors, l.clone(), 1);
                 anyhow::bail!(l)
             }
@@ -386,7 +283,7 @@ impl ClientPublisher {
     }
 
     /// Answers pings seen by `recv`.
-    pub async fn after_recv(&mut self) -> anyhow::Result<()> {
+    async fn after_recv(&mut self) -> anyhow::Result<()> {
         if self.pings > 0 {
             let n = std::mem::take(&mut self.pings);
             pong(&mut self.ws, n).await.map_err(anyhow::Error::msg)?;
@@ -394,26 +291,7 @@ impl ClientPublisher {
         Ok(())
     }
 
-    /// Waits (bounded) for the replies still outstanding.
-    pub async fn finish(&mut self, within: Duration) {
-        let deadline = tokio::time::Instant::now() + within;
-        while !self.pending.is_empty() {
-            match tokio::time::timeout_at(deadline, self.recv()).await {
-                Ok(Ok(())) => {
-                    if self.after_recv().await.is_err() {
-                        break;
-                    }
-                }
-                _ => break,
-            }
-        }
-        if !self.pending.is_empty() {
-            count(
-                &mut self.errors,
-                "publish_unanswered",
-                self.pending.len() as u64,
-            );
-        }
-        let _ = self.ws.close(None).await;
+    fn errors(&mut self) -> &mut Errors {
+        &mut self.errors
     }
 }

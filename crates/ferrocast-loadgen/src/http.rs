@@ -7,11 +7,15 @@ use crate::scan::find;
 
 /// `POST <path>` with `X-API-Key`, one request per publish.
 pub struct HttpWire {
+    /// `Host` header value (host:port).
     pub host: String,
+    /// Request path of the publish endpoint.
     pub path: String,
+    /// `X-API-Key` header value.
     pub api_key: String,
 }
 
+/// `--publish http`: pipelined `POST` requests.
 pub type HttpPublisher = Pipelined<HttpWire>;
 
 impl Wire for HttpWire {

@@ -7,18 +7,24 @@
 //! connections and counters (no locks on the receive path); the main thread runs the
 //! publisher and the clock. Everything is bounded in time and stops by itself.
 
+mod batch;
 mod centrifugo;
+mod config;
 mod http;
 mod nats;
 mod pipelined;
 mod publish;
 mod redis;
+mod replies;
 mod scan;
 mod stamped;
 mod stats;
+mod subscriber;
+mod ws;
 
 use anyhow::{Context, bail};
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+use config::{ChannelMode, Config, Protocol, PublishPath, Target};
 use hdrhistogram::Histogram;
 use stats::{ConnResult, Errors, Shared, ThreadStats, count};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -27,32 +33,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+use subscriber::WorkerCtx;
 use tokio::sync::watch;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Protocol {
-    /// Centrifugo client protocol v2, JSON (ferrocast, Centrifugo).
-    Centrifugo,
-    /// NATS text protocol over WebSocket (nats-server `websocket {}` listener).
-    Nats,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum PublishPath {
-    /// POST /api/publish with X-API-Key (pipelined keep-alive HTTP/1.1).
-    Http,
-    /// A dedicated publisher connection sending `publish` commands (NATS: `PUB`).
-    Client,
-    /// XADD to the backend command stream (`--redis-addr`, `--redis-stream`).
-    Redis,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChannelMode {
-    Shared,
-    Many(usize),
-    Personal,
-}
 
 fn parse_channels(s: &str) -> Result<ChannelMode, String> {
     match s {
@@ -138,49 +120,6 @@ struct Args {
     /// Free text copied into the JSON output.
     #[arg(long, default_value = "")]
     label: String,
-}
-
-/// One WebSocket endpoint.
-#[derive(Debug, Clone)]
-pub struct Target {
-    pub url: String,
-    pub addr: SocketAddr,
-}
-
-/// The validated run configuration shared by all threads.
-pub struct Config {
-    pub targets: Vec<Target>,
-    pub protocol: Protocol,
-    pub publish: PublishPath,
-    pub channels: Vec<String>,
-    pub mode: ChannelMode,
-    pub connections: usize,
-    pub connect_rate: f64,
-    pub connect_timeout: Duration,
-    pub payload_size: usize,
-    pub api_addr: SocketAddr,
-    pub api_path: String,
-    pub api_key: String,
-    pub http_inflight: usize,
-    pub redis_addr: SocketAddr,
-    pub redis_stream: String,
-}
-
-impl Config {
-    fn channel_of(&self, i: usize) -> u32 {
-        match self.mode {
-            ChannelMode::Shared => 0,
-            ChannelMode::Many(k) => (i % k) as u32,
-            ChannelMode::Personal => i as u32,
-        }
-    }
-}
-
-/// Per worker thread.
-pub struct WorkerCtx {
-    pub cfg: Arc<Config>,
-    pub shared: Arc<Shared>,
-    pub stats: ThreadStats,
 }
 
 /// host:port of `scheme://host:port/path`, resolved, loopback only.
@@ -294,17 +233,16 @@ fn worker(
         for (i, at) in mine {
             let ch = cfg.channel_of(i);
             let at = tokio::time::Instant::from_std(at);
+            let (ctx, stop) = (ctx.clone(), stop.clone());
             let h = match cfg.protocol {
-                Protocol::Centrifugo => tokio::task::spawn_local(centrifugo::subscriber(
-                    ctx.clone(),
-                    i,
-                    ch,
-                    at,
-                    stop.clone(),
-                )),
-                Protocol::Nats => {
-                    tokio::task::spawn_local(nats::subscriber(ctx.clone(), i, ch, at, stop.clone()))
+                Protocol::Centrifugo => {
+                    tokio::task::spawn_local(subscriber::run::<centrifugo::Subscriber>(
+                        ctx, i, ch, at, stop,
+                    ))
                 }
+                Protocol::Nats => tokio::task::spawn_local(subscriber::run::<nats::Subscriber>(
+                    ctx, i, ch, at, stop,
+                )),
             };
             handles.push((ch, h));
         }
@@ -357,8 +295,8 @@ fn main() -> anyhow::Result<()> {
     let t0_us = scan::now_us() + 20_000;
     let mut per_thread: Vec<Vec<(usize, Instant)>> = vec![Vec::new(); threads];
     for i in 0..cfg.connections {
-        let at = if args.connect_rate > 0.0 {
-            t0 + Duration::from_secs_f64(i as f64 / args.connect_rate)
+        let at = if cfg.connect_rate > 0.0 {
+            t0 + Duration::from_secs_f64(i as f64 / cfg.connect_rate)
         } else {
             t0
         };
@@ -381,8 +319,8 @@ fn main() -> anyhow::Result<()> {
     let (publish, publish_start_us, coordinator_errors) = local.block_on(&rt, async {
         let mut errors = Errors::new();
         // Connect phase.
-        let ramp = if args.connect_rate > 0.0 {
-            cfg.connections as f64 / args.connect_rate
+        let ramp = if cfg.connect_rate > 0.0 {
+            cfg.connections as f64 / cfg.connect_rate
         } else {
             0.0
         };

@@ -2,16 +2,17 @@
 //! `nats-server` with its WebSocket listener: `CONNECT`, `SUB`, `PUB`, `PING`/`PONG`,
 //! `MSG`. Messages may be split across WebSocket frames, so input is parsed as a stream.
 
-use crate::centrifugo::{Ws, open_ws};
-use crate::publish::Batch;
+use crate::batch::Batch;
+use crate::config::Target;
 use crate::scan::{build_payload, find, now_us, payload_seq_ts};
-use crate::stats::{ConnResult, Errors, SeqTracker, count};
-use crate::{Target, WorkerCtx};
+use crate::stats::{Errors, count};
+use crate::subscriber::{Frame, Session};
+use crate::ws::{Ws, open_ws};
 use futures_util::{SinkExt, StreamExt};
 use std::rc::Rc;
 use std::time::Duration;
-use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 const CONNECT: &str = "CONNECT {\"verbose\":false,\"pedantic\":false,\"protocol\":1,\"name\":\"ferrocast-loadgen\",\"lang\":\"rust\",\"version\":\"0.1\"}\r\n";
 /// Largest partial message kept between frames.
@@ -20,15 +21,24 @@ const MAX_BUFFER: usize = 32 << 20;
 /// One protocol item.
 #[derive(Debug, PartialEq)]
 pub enum Item<'a> {
+    /// `MSG <subject> <sid> [reply] <size>` and its payload.
     Msg {
+        /// The subject the message was published on.
         subject: &'a [u8],
+        /// The message payload.
         payload: &'a [u8],
     },
+    /// A server `PING`.
     Ping,
+    /// A `PONG` answering our `PING`.
     Pong,
+    /// `INFO {...}`.
     Info,
+    /// `+OK`.
     Ok,
+    /// An `-ERR '...'` line, whole.
     Err(&'a [u8]),
+    /// Any other line.
     Other,
 }
 
@@ -85,6 +95,8 @@ pub struct Reader {
 }
 
 impl Reader {
+    /// Parses the complete items of `frame` (after what earlier frames left over) into
+    /// `f` and keeps the incomplete rest.
     pub fn feed(&mut self, frame: &[u8], f: impl FnMut(Item<'_>)) -> Result<(), String> {
         if self.buf.is_empty() {
             let used = parse(frame, f)?;
@@ -99,6 +111,16 @@ impl Reader {
         }
         Ok(())
     }
+}
+
+/// The error kind of a server `-ERR '...'` line: `nats_err:'...'`, spaces as `_`.
+fn err_kind(line: &[u8]) -> String {
+    format!(
+        "nats_err:{}",
+        String::from_utf8_lossy(line)
+            .trim_start_matches("-ERR ")
+            .replace(' ', "_")
+    )
 }
 
 fn frame_bytes(m: &Message) -> Option<&[u8]> {
@@ -134,14 +156,11 @@ async fn until_pong(ws: &mut Ws, reader: &mut Reader, first: Vec<u8>) -> Result<
         reader.feed(bytes, |it| match it {
             Item::Pong => pong = true,
             Item::Ping => pings += 1,
-            Item::Err(e) => err = Some(String::from_utf8_lossy(e).into_owned()),
+            Item::Err(e) => err = Some(err_kind(e)),
             _ => {}
         })?;
-        if let Some(e) = err {
-            return Err(format!(
-                "nats_err:{}",
-                e.trim_start_matches("-ERR ").replace(' ', "_")
-            ));
+        if let Some(kind) = err {
+            return Err(kind);
         }
         if pings > 0 {
             send(ws, b"PONG\r\n".repeat(pings)).await?;
@@ -152,118 +171,40 @@ async fn until_pong(ws: &mut Ws, reader: &mut Reader, first: Vec<u8>) -> Result<
     }
 }
 
-async fn setup(target: &Target, subject: &str) -> Result<(Ws, Reader), String> {
-    let mut ws = open_ws(target).await?;
-    let mut reader = Reader::default();
-    let first = format!("{CONNECT}SUB {subject} 1\r\nPING\r\n").into_bytes();
-    until_pong(&mut ws, &mut reader, first).await?;
-    Ok((ws, reader))
+/// A NATS subscriber connection: the reassembly of its input stream.
+pub struct Subscriber {
+    reader: Reader,
 }
 
-/// One NATS subscriber connection, from its scheduled start until `stop`.
-pub async fn subscriber(
-    ctx: Rc<WorkerCtx>,
-    idx: usize,
-    channel: u32,
-    start_at: tokio::time::Instant,
-    mut stop: watch::Receiver<bool>,
-) -> ConnResult {
-    let cfg = &ctx.cfg;
-    let subject = cfg.channels[channel as usize].clone();
-    let target = &cfg.targets[idx % cfg.targets.len()];
-    let mut tracker = SeqTracker::default();
+impl Session for Subscriber {
+    const BINARY_FRAMES: bool = true;
+    const OTHER_CHANNEL: &'static str = "msg_other_subject";
+    const UNPARSED: &'static str = "msg_unparsed";
 
-    tokio::select! {
-        _ = tokio::time::sleep_until(start_at) => {}
-        _ = stop.changed() => {
-            ctx.stats.error("setup_cancelled");
-            ctx.shared.on_failed();
-            return ConnResult::from_tracker(channel, false, &tracker);
-        }
-    }
-    let setup_result = tokio::select! {
-        r = tokio::time::timeout(cfg.connect_timeout, setup(target, &subject)) => {
-            r.unwrap_or_else(|_| Err("setup_timeout".into()))
-        }
-        _ = stop.changed() => Err("setup_cancelled".into()),
-    };
-    let (mut ws, mut reader) = match setup_result {
-        Ok(x) => x,
-        Err(kind) => {
-            ctx.stats.error(kind);
-            ctx.shared.on_failed();
-            return ConnResult::from_tracker(channel, false, &tracker);
-        }
-    };
-    ctx.stats.setup_done(start_at);
-    if !ctx.shared.on_subscribed(channel, now_us()) {
-        ctx.stats.error("subscribed_after_publish_start");
-        return ConnResult::from_tracker(channel, false, &tracker);
+    async fn setup(target: &Target, subject: &str) -> Result<(Ws, Self), String> {
+        let mut ws = open_ws(target).await?;
+        let mut reader = Reader::default();
+        let first = format!("{CONNECT}SUB {subject} 1\r\nPING\r\n").into_bytes();
+        until_pong(&mut ws, &mut reader, first).await?;
+        Ok((ws, Subscriber { reader }))
     }
 
-    let expected = subject.as_bytes();
-    loop {
-        tokio::select! {
-            biased;
-            _ = stop.changed() => break,
-            m = ws.next() => {
-                let m = match m {
-                    Some(Ok(m)) => m,
-                    Some(Err(_)) => { ctx.stats.error("read_error"); break; }
-                    None => { ctx.stats.error("eof"); break; }
-                };
-                if let Message::Close(_) = m {
-                    ctx.stats.error("server_close");
-                    break;
-                }
-                let Some(bytes) = frame_bytes(&m) else { continue };
-                let now = now_us();
-                let rx = ws.get_ref().last_rx_us();
-                let (mut pings, mut new) = (0usize, 0u64);
-                let r = reader.feed(bytes, |it| match it {
-                    Item::Msg { subject, payload } => {
-                        if subject != expected {
-                            ctx.stats.error("msg_other_subject");
-                            return;
-                        }
-                        match payload_seq_ts(payload) {
-                            Some((seq, ts)) => {
-                                if tracker.record(seq) {
-                                    new += 1;
-                                    ctx.stats.latency(ts, now, rx);
-                                }
-                            }
-                            None => ctx.stats.error("msg_unparsed"),
-                        }
-                    }
-                    Item::Ping => pings += 1,
-                    Item::Err(e) => ctx.stats.error(format!(
-                        "nats_err:{}",
-                        String::from_utf8_lossy(e).trim_start_matches("-ERR ").replace(' ', "_")
-                    )),
-                    _ => {}
-                });
-                if let Err(kind) = r {
-                    ctx.stats.error(kind);
-                    break;
-                }
-                if new > 0 {
-                    ctx.stats.received_at(now);
-                    ctx.shared
-                        .received_unique
-                        .fetch_add(new, std::sync::atomic::Ordering::Relaxed);
-                }
-                if pings > 0 {
-                    ctx.stats.pings.set(ctx.stats.pings.get() + pings as u64);
-                    if let Err(kind) = send(&mut ws, b"PONG\r\n".repeat(pings)).await {
-                        ctx.stats.error(kind);
-                        break;
-                    }
-                }
-            }
-        }
+    fn close_kind(_frame: Option<&CloseFrame>) -> String {
+        "server_close".into()
     }
-    ConnResult::from_tracker(channel, true, &tracker)
+
+    fn read(&mut self, data: &[u8], frame: &mut Frame<'_>) -> Result<(), String> {
+        self.reader.feed(data, |it| match it {
+            Item::Msg { subject, payload } => frame.publication(subject, payload_seq_ts(payload)),
+            Item::Ping => frame.ping(),
+            Item::Err(e) => frame.error(err_kind(e)),
+            _ => {}
+        })
+    }
+
+    async fn pong(ws: &mut Ws, n: usize) -> Result<(), String> {
+        send(ws, b"PONG\r\n".repeat(n)).await
+    }
 }
 
 /// Publisher over its own NATS WebSocket connection.
@@ -273,12 +214,16 @@ pub struct NatsPublisher {
     subjects: Rc<Vec<String>>,
     payload_size: usize,
     pings: usize,
+    /// Messages the broker refused, per channel.
     pub failed: Vec<u64>,
+    /// Error counters of this publisher.
     pub errors: Errors,
     payload: Vec<u8>,
 }
 
 impl NatsPublisher {
+    /// Opens the connection and waits for the `PONG` answering `CONNECT`; publishes go to
+    /// `subjects`, with payloads of `payload_size` bytes.
     pub async fn connect(
         target: &Target,
         subjects: Rc<Vec<String>>,
@@ -306,10 +251,12 @@ impl NatsPublisher {
         })
     }
 
+    /// Unbounded: NATS does not answer each `PUB`.
     pub fn capacity(&self) -> usize {
         usize::MAX
     }
 
+    /// Sends one `PUB` per message, all in one frame.
     pub async fn send(&mut self, batch: &Batch) -> anyhow::Result<()> {
         let mut out = Vec::with_capacity(batch.len() * (self.payload_size + 48));
         for &(ch, seq) in batch.iter() {
@@ -349,16 +296,7 @@ impl NatsPublisher {
             .feed(bytes, |it| match it {
                 Item::Ping => pings += 1,
                 Item::Pong => pong = true,
-                Item::Err(e) => count(
-                    errors,
-                    format!(
-                        "nats_err:{}",
-                        String::from_utf8_lossy(e)
-                            .trim_start_matches("-ERR ")
-                            .replace(' ', "_")
-                    ),
-                    1,
-                ),
+                Item::Err(e) => count(errors, err_kind(e), 1),
                 _ => {}
             })
             .map_err(anyhow::Error::msg)?;
@@ -366,6 +304,7 @@ impl NatsPublisher {
         Ok(pong)
     }
 
+    /// Answers the server pings seen by `recv`.
     pub async fn after_recv(&mut self) -> anyhow::Result<()> {
         if self.pings > 0 {
             let n = std::mem::take(&mut self.pings);
@@ -430,5 +369,13 @@ mod tests {
         })
         .unwrap();
         assert_eq!(n, 2);
+    }
+
+    #[test]
+    fn error_kinds() {
+        assert_eq!(
+            err_kind(b"-ERR 'Authorization Violation'"),
+            "nats_err:'Authorization_Violation'"
+        );
     }
 }

@@ -2,7 +2,8 @@
 //! order: `--publish http` (`POST /api/publish`) and `--publish redis` (`XADD`). Only
 //! the wire format differs ([`Wire`]); pacing, in-flight bound and accounting are here.
 
-use crate::publish::Batch;
+use crate::batch::Batch;
+use crate::replies::Replies;
 use crate::scan::{build_payload, now_us};
 use crate::stats::{Errors, count};
 use bytes::{Buf, BytesMut};
@@ -33,13 +34,17 @@ pub struct Pipelined<W: Wire> {
     inflight: usize,
     pending: VecDeque<u32>,
     rbuf: BytesMut,
+    /// Messages the broker refused, per channel.
     pub failed: Vec<u64>,
+    /// Error counters of this publisher.
     pub errors: Errors,
     body: Vec<u8>,
     out: Vec<u8>,
 }
 
 impl<W: Wire> Pipelined<W> {
+    /// Connects to `addr`; publishes go to `channels`, with payloads of `payload_size`
+    /// bytes, at most `inflight` (at least 1) unanswered at a time.
     pub async fn connect(
         addr: SocketAddr,
         wire: W,
@@ -65,14 +70,12 @@ impl<W: Wire> Pipelined<W> {
         })
     }
 
+    /// Requests that may be sent before `inflight` are unanswered.
     pub fn capacity(&self) -> usize {
         self.inflight.saturating_sub(self.pending.len())
     }
 
-    pub fn pending(&self) -> usize {
-        self.pending.len()
-    }
-
+    /// Writes one request per message, all in one write.
     pub async fn send(&mut self, batch: &Batch) -> anyhow::Result<()> {
         use std::io::Write;
         self.out.clear();
@@ -92,8 +95,20 @@ impl<W: Wire> Pipelined<W> {
         Ok(())
     }
 
+    /// Waits (bounded) for the replies still outstanding and closes the connection.
+    pub async fn finish(&mut self, within: Duration) {
+        self.await_replies(within).await;
+        let _ = self.stream.shutdown().await;
+    }
+}
+
+impl<W: Wire> Replies for Pipelined<W> {
+    fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
     /// Reads what is available and accounts complete replies (cancel-safe).
-    pub async fn recv(&mut self) -> anyhow::Result<()> {
+    async fn recv(&mut self) -> anyhow::Result<()> {
         let n = self.stream.read_buf(&mut self.rbuf).await?;
         if n == 0 {
             count(&mut self.errors, W::CLOSED, 1);
@@ -112,25 +127,7 @@ impl<W: Wire> Pipelined<W> {
         Ok(())
     }
 
-    pub async fn after_recv(&mut self) -> anyhow::Result<()> {
-        Ok(())
-    }
-
-    pub async fn finish(&mut self, within: Duration) {
-        let deadline = tokio::time::Instant::now() + within;
-        while !self.pending.is_empty() {
-            match tokio::time::timeout_at(deadline, self.recv()).await {
-                Ok(Ok(())) => {}
-                _ => break,
-            }
-        }
-        if !self.pending.is_empty() {
-            count(
-                &mut self.errors,
-                "publish_unanswered",
-                self.pending.len() as u64,
-            );
-        }
-        let _ = self.stream.shutdown().await;
+    fn errors(&mut self) -> &mut Errors {
+        &mut self.errors
     }
 }

@@ -5,29 +5,34 @@
 //! Accounting is the same for all: every message of a batch is counted as sent, and a
 //! publisher adds to `failed[channel]` what the broker refused.
 
+use crate::batch::Batch;
 use crate::centrifugo::ClientPublisher;
+use crate::config::{Config, Protocol, PublishPath};
 use crate::http::{HttpPublisher, HttpWire};
 use crate::nats::NatsPublisher;
 use crate::redis::{RedisPublisher, RespWire};
+use crate::replies::Replies;
 use crate::stats::{Errors, count};
-use crate::{Config, Protocol, PublishPath};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
-
-/// (channel index, per-channel sequence number) of each message to send.
-pub type Batch = Vec<(u32, u64)>;
 
 /// Most messages sent per tick (so replies keep being read under overload).
 const MAX_BATCH: u64 = 2_000;
 
+/// The publisher of a run, one variant per publish path.
 pub enum Publisher {
+    /// `--publish http`.
     Http(HttpPublisher),
+    /// `--publish client`, Centrifugo protocol.
     Client(ClientPublisher),
+    /// `--publish client`, NATS protocol.
     Nats(NatsPublisher),
+    /// `--publish redis`.
     Redis(RedisPublisher),
 }
 
 impl Publisher {
+    /// Connects the publisher that `cfg`'s protocol and publish path call for.
     pub async fn connect(cfg: &Config, channels: Rc<Vec<String>>) -> anyhow::Result<Self> {
         let target = &cfg.targets[0];
         Ok(match (cfg.protocol, cfg.publish) {
@@ -145,6 +150,7 @@ pub struct PublishOutcome {
     pub published: Vec<u64>,
     /// Seconds from the first to the last send.
     pub publish_secs: f64,
+    /// Errors of the publish loop and of the publisher.
     pub errors: Errors,
 }
 

@@ -10,9 +10,11 @@ use crate::scan::find;
 
 /// `XADD <key> * method publish payload <body>`, one command per publish.
 pub struct RespWire {
+    /// The command stream key.
     pub key: String,
 }
 
+/// `--publish redis`: pipelined `XADD` commands.
 pub type RedisPublisher = Pipelined<RespWire>;
 
 fn bulk(out: &mut Vec<u8>, arg: &[u8]) {

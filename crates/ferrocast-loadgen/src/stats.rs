@@ -67,6 +67,7 @@ pub struct ConnResult {
 }
 
 impl ConnResult {
+    /// The result of a connection on `channel` whose deliveries `t` accounted.
     pub fn from_tracker(channel: u32, subscribed: bool, t: &SeqTracker) -> Self {
         ConnResult {
             channel,
@@ -109,6 +110,7 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Zeroed counters for `channels` channels.
     pub fn new(channels: usize) -> Arc<Self> {
         Arc::new(Shared {
             subscribed: AtomicUsize::new(0),
@@ -133,6 +135,7 @@ impl Shared {
         true
     }
 
+    /// Counts a connection whose setup failed.
     pub fn on_failed(&self) {
         self.failed.fetch_add(1, Ordering::SeqCst);
     }
@@ -146,14 +149,18 @@ pub struct ThreadStats {
     pub sock_hist: RefCell<Histogram<u64>>,
     /// Setup time of each connection (scheduled start to subscribed), microseconds.
     pub setup_hist: RefCell<Histogram<u64>>,
+    /// Error counters by kind.
     pub errors: RefCell<Errors>,
+    /// When (shared clock, µs) the last frame with new messages was read.
     pub last_recv_us: Cell<u64>,
+    /// When (shared clock, µs) the first frame with new messages was read.
     pub first_recv_us: Cell<u64>,
     /// Server heartbeats answered.
     pub pings: Cell<u64>,
 }
 
 impl ThreadStats {
+    /// Empty histograms and counters.
     pub fn new() -> Self {
         ThreadStats {
             hist: RefCell::new(new_histogram()),
@@ -166,6 +173,7 @@ impl ThreadStats {
         }
     }
 
+    /// Counts one error of kind `kind`.
     pub fn error(&self, kind: impl Into<String>) {
         count(&mut self.errors.borrow_mut(), kind, 1);
     }
