@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test:
-#   1. formatting and lints: `cargo fmt --check`, `cargo clippy --workspace
-#      --all-targets -- -D warnings` (lint table in Cargo.toml),
+#   1. formatting, lints and module structure: `cargo fmt --check`, `cargo clippy
+#      --workspace --all-targets -- -D warnings` (lint table in Cargo.toml), and no import
+#      cycle between the modules of any crate (scripts/module_map.py),
 #   2. installs the real client SDKs the compatibility tests drive (tests/compat/setup.sh),
 #   3. validates the deployment artefacts (deploy/checks/run.sh: Helm, Kubernetes schemas,
 #      Compose, Dockerfile) when present,
@@ -17,6 +18,8 @@ echo "==> cargo fmt --all -- --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy --workspace --all-targets --locked -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "==> scripts/module_map.py --check"
+python3 scripts/module_map.py --check
 
 echo "==> tests/compat/setup.sh"
 tests/compat/setup.sh
