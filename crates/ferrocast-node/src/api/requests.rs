@@ -2,7 +2,7 @@
 //! field names as Centrifugo's server API), and the method names that select them.
 
 use crate::node::PublishParams;
-use ferrocast_protocol::{ErrorCode, ProtocolError, RawJson, StreamPosition};
+use ferrocast_protocol::{ErrorCode, ProtocolError, RawJson};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
@@ -219,22 +219,8 @@ pub struct ChannelRequest {
     pub channel: String,
 }
 
-/// `history`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct HistoryRequest {
-    /// The channel.
-    #[serde(default)]
-    pub channel: String,
-    /// At most this many publications (0: only the position, negative: all).
-    #[serde(default)]
-    pub limit: i32,
-    /// Only publications after this position.
-    #[serde(default)]
-    pub since: Option<StreamPosition>,
-    /// Newest first.
-    #[serde(default)]
-    pub reverse: bool,
-}
+/// `history`: the same request as the client protocol's.
+pub use ferrocast_protocol::HistoryRequest;
 
 /// `channels`.
 #[derive(Debug, Clone, Deserialize)]
