@@ -37,6 +37,8 @@ import warnings
 import jwt
 from cent import (
     AsyncClient as CentClient,
+    BatchRequest,
+    BroadcastRequest,
     PresenceStatsRequest,
     PublishRequest,
 )
@@ -343,6 +345,28 @@ async def scenario():
             await no_more_events(a_ev.publications, "publications", quiet=0.2)
             last_offset = pub.offset
 
+        # c2. cent's batch and broadcast: the results parse and the publications arrive
+        async with Step("c2. cent batch (two publishes) and broadcast, the subscription receives them"):
+            batch = await api.batch(BatchRequest(requests=[
+                PublishRequest(channel=channel, data={"n": "b1"}),
+                PublishRequest(channel=channel, data={"n": "b2"}),
+            ]))
+            offs = [r.offset for r in batch.replies]
+            check(offs == [last_offset + 1, last_offset + 2], f"batch offsets {offs}")
+            other = channel + "-other"
+            bc = await api.broadcast(BroadcastRequest(channels=[channel, other], data={"n": "bc"}))
+            check(len(bc.responses) == 2, f"broadcast responses {bc.responses}")
+            check(all(r.error is None for r in bc.responses), f"broadcast errors {bc.responses}")
+            check(bc.responses[0].result.offset == last_offset + 3, f"broadcast {bc.responses}")
+            got = []
+            for _ in range(3):
+                p = await next_event(a_ev.publications, f"publication #{len(got) + 1} of batch/broadcast")
+                got.append((p.offset, p.data))
+            want = [(last_offset + 1, {"n": "b1"}), (last_offset + 2, {"n": "b2"}), (last_offset + 3, {"n": "bc"})]
+            check(got == want, f"batch/broadcast publications {got}, want {want}")
+            await no_more_events(a_ev.publications, "publications", quiet=0.2)
+            last_offset += 3
+
         # d. presence and presence stats through the SDK
         async with Step("d. presence / presence_stats from the SDK"):
             pres = await sub.presence()
@@ -363,8 +387,9 @@ async def scenario():
             got = [(p.offset, p.data) for p in hist.publications]
             # (the channel holds older publications when the script runs twice on one node)
             check(
-                got and got[-1] == (last_offset, {"n": 1}),
-                f"history publications {got}, want last ({last_offset}, {{'n': 1}})",
+                got[-4:] == [(last_offset - 3, {"n": 1}), (last_offset - 2, {"n": "b1"}),
+                             (last_offset - 1, {"n": "b2"}), (last_offset, {"n": "bc"})],
+                f"history publications {got}, want the last four (n=1, b1, b2, bc)",
             )
             offs = [o for o, _ in got]
             check(offs == sorted(offs), f"history not in offset order: {got}")
@@ -373,7 +398,7 @@ async def scenario():
                 limit=10, since=StreamPosition(offset=last_offset - 1, epoch=epoch)
             )
             got = [(p.offset, p.data) for p in since.publications]
-            check(got == [(last_offset, {"n": 1})], f"history since offset {last_offset - 1}: {got}")
+            check(got == [(last_offset, {"n": "bc"})], f"history since offset {last_offset - 1}: {got}")
 
         # f. recovery after a disconnect
         async with Step("f. recovery: disconnect, publish n=2,3 offline, reconnect, recovered"):

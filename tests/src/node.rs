@@ -214,10 +214,15 @@ impl NodeProcess {
         serde_json::from_str(&body).expect("api json")
     }
 
-    /// Calls a server API method and returns its `result`, panicking on an error.
+    /// Calls a server API method and returns its `result` (for `batch`, the whole
+    /// answer: Centrifugo's BatchResponse has no `result` wrapper), panicking on an error.
     pub async fn api_ok(&self, method: &str, body: Value) -> Value {
         let v = self.api(method, body).await;
         assert!(v.get("error").is_none(), "api {method} failed: {v}");
+        if method == "batch" {
+            assert!(v.get("result").is_none(), "batch answer wrapped: {v}");
+            return v;
+        }
         v["result"].clone()
     }
 

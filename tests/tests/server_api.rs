@@ -259,6 +259,8 @@ async fn batch_runs_each_command() {
             ]}),
         )
         .await;
+    // Centrifugo's BatchResponse: `replies` at the top level, no `result` wrapper.
+    assert_eq!(r.as_object().map(|o| o.len()), Some(1), "{r}");
     let replies = r["replies"].as_array().unwrap();
     assert_eq!(replies[0]["publish"]["offset"], 1);
     assert_eq!(replies[1]["error"]["code"], 102);

@@ -5,7 +5,7 @@ use crate::observability::Metrics;
 use crate::websocket;
 use bytes::Bytes;
 use ferrocast_node::Node;
-use ferrocast_node::api::ApiMethod;
+use ferrocast_node::api::{ApiMethod, ApiResult};
 use ferrocast_protocol::{ErrorCode, ProtocolError};
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
@@ -214,6 +214,9 @@ async fn api(state: Arc<AppState>, method: String, req: Request<Incoming>) -> Re
         .instrument(span)
         .await
     {
+        // Centrifugo answers a batch with its BatchResponse itself (`{"replies": [...]}`),
+        // every other method with `{"result": ...}`.
+        Ok(result @ ApiResult::Batch(_)) => json(StatusCode::OK, &serde_json::json!(result)),
         Ok(result) => json(StatusCode::OK, &serde_json::json!({ "result": result })),
         Err(e) => api_error(StatusCode::OK, e),
     }
