@@ -1,4 +1,5 @@
-//! Client protocol of ferrocast: the Centrifugo client protocol v2 (JSON variant).
+//! Client protocol of ferrocast: the Centrifugo client protocol v2 (JSON variant, and the
+//! Protobuf variant's wire layer in [`protobuf`]).
 //!
 //! Pure types and codecs, no I/O: commands decoded from client frames, replies and
 //! pushes encoded for the wire, error and disconnect codes. The fan-out path encodes a
@@ -7,6 +8,7 @@
 pub mod codes;
 pub mod command;
 pub mod envelope;
+pub mod protobuf;
 pub mod raw;
 pub mod reply;
 pub mod types;

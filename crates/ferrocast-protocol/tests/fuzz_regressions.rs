@@ -46,3 +46,28 @@ fn envelope_decoder_inputs() {
         let _ = ControlMessage::decode(&bytes);
     }
 }
+
+#[test]
+fn protobuf_decoder_inputs() {
+    use ferrocast_protocol::protobuf::{decode_commands, encode_command_into};
+    let inputs = inputs("protobuf_decoder");
+    assert!(!inputs.is_empty(), "the seed corpus is missing");
+    for (path, bytes) in inputs {
+        match decode_commands(&bytes, 1000) {
+            Ok(commands) => {
+                let mut frame = Vec::new();
+                for c in &commands {
+                    encode_command_into(&mut frame, c);
+                }
+                assert_eq!(decode_commands(&frame, 1000).ok(), Some(commands));
+            }
+            Err(e)
+                if path.to_string_lossy().contains("corpus")
+                    && path.extension().is_some_and(|x| x == "bin") =>
+            {
+                panic!("seed {} no longer decodes: {e}", path.display())
+            }
+            Err(_) => {}
+        }
+    }
+}
