@@ -14,16 +14,29 @@
 //   COMPAT_CHANNEL      optional, default chat:compat-js (the namespace needs presence,
 //                       join_leave, history and force_recovery)
 //   COMPAT_TRACE=1      optional, print every WebSocket frame as it goes
+//   COMPAT_PROTOCOL     optional, `json` (default) or `protobuf`: the SDK's Protobuf build
+//                       (`centrifuge/build/protobuf`, subprotocol centrifuge-protobuf, binary
+//                       frames); payloads are then bytes, JSON-encoded by this script
 //
 // Steps: a. connect with a token, b. subscribe, c. publish through the HTTP API (fetch) and
-// receive it, d. presence / presenceStats, e. history, f. recovery after a disconnect, g. a second
-// client sees leave/join pushes, g2. server ping / SDK pong keep both up, h. clean disconnect.
+// receive it, c2. publish from the SDK and call rpc, d. presence / presenceStats, e. history,
+// f. recovery after a disconnect, g. a second client sees leave/join pushes, g2. server ping /
+// SDK pong keep both up, h. clean disconnect.
 // Hard limit: 30 s. Exits 0 only if every step passes. On failure it prints the step that failed, why, and the last
 // WebSocket frames of both clients.
 
 import { createHmac } from 'node:crypto';
-import { Centrifuge, State, SubscriptionState } from 'centrifuge';
 import WebSocket from 'ws';
+
+const PROTOBUF = process.env.COMPAT_PROTOCOL === 'protobuf';
+const { Centrifuge, State, SubscriptionState } = await import(
+  PROTOBUF ? 'centrifuge/build/protobuf' : 'centrifuge'
+);
+
+// Payloads: JSON values in the JSON protocol; in Protobuf the SDK takes and gives bytes, which
+// carry JSON text here.
+const enc = (v) => (PROTOBUF ? new TextEncoder().encode(JSON.stringify(v)) : v);
+const dataOf = (d) => (PROTOBUF ? JSON.parse(new TextDecoder().decode(d)) : d);
 
 const OVERALL_TIMEOUT_MS = 30_000; // hard limit for the whole script
 const WAIT_MS = 5_000; // for any single event or reply
@@ -40,7 +53,12 @@ function log(msg) {
 }
 
 function recordFrame(label, dir, payload) {
-  const text = Buffer.isBuffer(payload) ? payload.toString('utf8') : String(payload);
+  let text;
+  if (PROTOBUF && typeof payload !== 'string') {
+    text = `[${Buffer.from(payload).length} bytes] ${Buffer.from(payload).toString('hex').slice(0, 160)}`;
+  } else {
+    text = Buffer.isBuffer(payload) ? payload.toString('utf8') : String(payload);
+  }
   const line = `  ${((Date.now() - T0) / 1000).toFixed(3).padStart(7)}s ${label} ${dir} ${text.trim()}`;
   FRAMES.push(line);
   if (FRAMES.length > 80) FRAMES.shift();
@@ -79,9 +97,28 @@ function check(cond, what) {
 const fmt = (v) => JSON.stringify(v);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-// Server pings received ({} replies) and pongs sent ({} commands), per client label.
+// Server pings received and pongs sent, per client label: `{}` lines in JSON, empty records
+// (a zero length prefix) in Protobuf.
 const PINGS = {};
-const countEmpty = (data) => String(data).split('\n').filter((l) => l.trim() === '{}').length;
+function countEmpty(data) {
+  if (!PROTOBUF) return String(data).split('\n').filter((l) => l.trim() === '{}').length;
+  const buf = Buffer.from(data instanceof ArrayBuffer ? new Uint8Array(data) : data);
+  let n = 0;
+  let i = 0;
+  while (i < buf.length) {
+    let len = 0;
+    let shift = 0;
+    for (;;) {
+      const b = buf[i++];
+      len += (b & 0x7f) * 2 ** shift;
+      shift += 7;
+      if (b < 0x80 || i >= buf.length) break;
+    }
+    if (len === 0) n += 1;
+    i += len;
+  }
+  return n;
+}
 
 // `ws` WebSocket that records the frames it sends and receives; otherwise the plain ws class.
 function tracingWebSocket(label) {
@@ -277,7 +314,7 @@ async function scenario() {
   const wsUrl2 = process.env.COMPAT_WS_URL_2 || wsUrl;
   const apiUrl2 = process.env.COMPAT_API_URL_2 || apiUrl;
   const channel = process.env.COMPAT_CHANNEL || 'chat:compat-js';
-  log(`js_client: ${wsUrl} (second client ${wsUrl2}) api ${apiUrl} (offline publishes ${apiUrl2}) channel ${channel}`);
+  log(`js_client (${PROTOBUF ? 'protobuf' : 'json'}): ${wsUrl} (second client ${wsUrl2}) api ${apiUrl} (offline publishes ${apiUrl2}) channel ${channel}`);
 
   const A = newClient('js-1', wsUrl, secret);
   const B = newClient('js-2', wsUrl2, secret);
@@ -315,11 +352,28 @@ async function scenario() {
       check(res.offset >= 1, `publish result has no offset: ${fmt(res)}`);
       check(res.epoch === epoch, `publish epoch ${res.epoch} != subscribe epoch ${epoch}`);
       const pub = await A.ev.publications.next('publication');
-      check(fmt(pub.data) === fmt({ n: 1 }), `publication data ${fmt(pub.data)}, want {"n":1}`);
+      check(fmt(dataOf(pub.data)) === fmt({ n: 1 }), `publication data ${fmt(dataOf(pub.data))}, want {"n":1}`);
       check(pub.channel === channel, `publication channel ${pub.channel}`);
       check(pub.offset === res.offset, `publication offset ${pub.offset}, API said ${res.offset}`);
       await noMoreEvents(A.ev.publications, 'publications', 200);
       lastOffset = pub.offset;
+    });
+
+    // c2. publish from the SDK and call rpc
+    await step('c2. publish {"n": "c"} from the SDK, received with publisher info; rpc answers 104', async () => {
+      await sub.publish(enc({ n: 'c' }));
+      const pub = await A.ev.publications.next('publication from the SDK');
+      check(fmt(dataOf(pub.data)) === fmt({ n: 'c' }), `publication data ${fmt(dataOf(pub.data))}`);
+      check(pub.offset === lastOffset + 1, `publication offset ${pub.offset}, want ${lastOffset + 1}`);
+      check(pub.info && pub.info.client === aId && pub.info.user === 'js-1', `publisher info ${fmt(pub.info)}`);
+      lastOffset = pub.offset;
+      let rpcError;
+      try {
+        await a.rpc('echo', enc({ x: 1 }));
+      } catch (e) {
+        rpcError = e;
+      }
+      check(rpcError && rpcError.code === 104, `rpc without a handler: ${fmt(rpcError)}, want error 104`);
     });
 
     // d. presence and presence stats through the SDK
@@ -341,16 +395,16 @@ async function scenario() {
       const hist = await sub.history({ limit: -1 });
       check(hist.epoch === epoch, `history epoch ${hist.epoch}, want ${epoch}`);
       check(hist.offset === lastOffset, `history top offset ${hist.offset}, want ${lastOffset}`);
-      const got = hist.publications.map((p) => [p.offset, p.data]);
+      const got = hist.publications.map((p) => [p.offset, dataOf(p.data)]);
       // (the channel holds older publications when the script runs twice on one node)
       const last = got[got.length - 1];
-      check(last && fmt(last) === fmt([lastOffset, { n: 1 }]), `history publications ${fmt(got)}, want last [${lastOffset},{"n":1}]`);
+      check(last && fmt(last) === fmt([lastOffset, { n: 'c' }]), `history publications ${fmt(got)}, want last [${lastOffset},{"n":"c"}]`);
       const offs = got.map((g) => g[0]);
       check(fmt(offs) === fmt([...offs].sort((x, y) => x - y)), `history not in offset order: ${fmt(got)}`);
       // since the position before it: exactly that publication
       const since = await sub.history({ limit: 10, since: { offset: lastOffset - 1, epoch } });
-      const gotSince = since.publications.map((p) => [p.offset, p.data]);
-      check(fmt(gotSince) === fmt([[lastOffset, { n: 1 }]]), `history since offset ${lastOffset - 1}: ${fmt(gotSince)}`);
+      const gotSince = since.publications.map((p) => [p.offset, dataOf(p.data)]);
+      check(fmt(gotSince) === fmt([[lastOffset, { n: 'c' }]]), `history since offset ${lastOffset - 1}: ${fmt(gotSince)}`);
     });
 
     // f. recovery after a disconnect
@@ -385,7 +439,7 @@ async function scenario() {
       const got = [];
       for (let i = 0; i < 2; i++) {
         const p = await A.ev.publications.next(`recovered publication #${i + 1}`);
-        got.push([p.offset, p.data]);
+        got.push([p.offset, dataOf(p.data)]);
       }
       const want = [[offsets[0], { n: 2 }], [offsets[1], { n: 3 }]];
       check(fmt(got) === fmt(want), `recovered publications ${fmt(got)}, want ${fmt(want)}`);
@@ -419,7 +473,7 @@ async function scenario() {
       await api(apiUrl, apiKey, 'publish', { channel, data: { n: 4 } });
       const pa = await A.ev.publications.next('publication n=4 at js-1');
       const pb = await B.ev.publications.next('publication n=4 at js-2');
-      check(fmt(pa.data) === fmt({ n: 4 }) && fmt(pb.data) === fmt({ n: 4 }), `n=4 data ${fmt(pa.data)} / ${fmt(pb.data)}`);
+      check(fmt(dataOf(pa.data)) === fmt({ n: 4 }) && fmt(dataOf(pb.data)) === fmt({ n: 4 }), `n=4 data ${fmt(dataOf(pa.data))} / ${fmt(dataOf(pb.data))}`);
       log(`     js-2 (${bctx.client}) saw leave+join of js-1 (${aId})`);
     });
 
@@ -437,7 +491,7 @@ async function scenario() {
       await api(apiUrl, apiKey, 'publish', { channel, data: { n: 5 } });
       const pa = await A.ev.publications.next('publication n=5 at js-1');
       const pb = await B.ev.publications.next('publication n=5 at js-2');
-      check(fmt(pa.data) === fmt({ n: 5 }) && fmt(pb.data) === fmt({ n: 5 }), `n=5 data ${fmt(pa.data)} / ${fmt(pb.data)}`);
+      check(fmt(dataOf(pa.data)) === fmt({ n: 5 }) && fmt(dataOf(pb.data)) === fmt({ n: 5 }), `n=5 data ${fmt(dataOf(pa.data))} / ${fmt(dataOf(pb.data))}`);
     });
 
     // h. clean disconnect

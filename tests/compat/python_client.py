@@ -44,6 +44,7 @@ from cent import (
 )
 from centrifuge import (
     Client,
+    ReplyError,
     ClientEventHandler,
     ClientState,
     ConnectedContext,
@@ -62,6 +63,34 @@ OVERALL_TIMEOUT = 30.0  # seconds, hard limit for the whole script
 WAIT = 5.0  # seconds, for any single event or reply
 
 TRACE = os.environ.get("COMPAT_TRACE") == "1"
+# COMPAT_PROTOCOL=protobuf: the SDK's Protobuf protocol (use_protobuf=True, binary frames);
+# payloads are then bytes, JSON-encoded by this script.
+PROTOBUF = os.environ.get("COMPAT_PROTOCOL") == "protobuf"
+
+
+def enc(value):
+    return json.dumps(value).encode() if PROTOBUF else value
+
+
+def data_of(data):
+    return json.loads(data) if PROTOBUF else data
+
+
+def empty_records(message):
+    """Zero-length records in a Protobuf message (server pings)."""
+    n, i = 0, 0
+    while i < len(message):
+        length, shift = 0, 0
+        while True:
+            b = message[i]
+            i += 1
+            length |= (b & 0x7F) << shift
+            shift += 7
+            if b < 0x80 or i >= len(message):
+                break
+        n += length == 0
+        i += length
+    return n
 FRAMES = collections.deque(maxlen=80)
 T0 = time.monotonic()
 CURRENT_STEP = ["startup"]
@@ -76,10 +105,12 @@ def log(msg):
 
 
 def record_frame(label, direction, payload):
-    if isinstance(payload, (bytes, bytearray)):
+    if PROTOBUF and isinstance(payload, (bytes, bytearray)):
+        payload = f"[{len(payload)} bytes] {bytes(payload).hex()[:160]}"
+    elif isinstance(payload, (bytes, bytearray)):
         payload = payload.decode("utf-8", "replace")
     elif not isinstance(payload, str):
-        payload = json.dumps(payload, separators=(",", ":"))
+        payload = json.dumps(payload, separators=(",", ":"), default=repr)
     line = f"  {time.monotonic() - T0:7.3f}s {label} {direction} {payload.strip()}"
     FRAMES.append(line)
     if TRACE:
@@ -135,8 +166,11 @@ class TracingClient(Client):
 
     async def _process_incoming_data(self, message, attempt):
         record_frame(self.label, "<<", message)
-        text = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
-        self.pings_in += sum(1 for line in text.split("\n") if line.strip() == "{}")
+        if PROTOBUF:
+            self.pings_in += empty_records(message)
+        else:
+            text = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
+            self.pings_in += sum(1 for line in text.split("\n") if line.strip() == "{}")
         return await super()._process_incoming_data(message, attempt)
 
     async def _disconnect(self, code, reason, reconnect):
@@ -288,6 +322,7 @@ def new_client(label, ws_url, secret, user):
         token=token(secret, user),
         timeout=WAIT,
         proxy=None,  # never a proxy from the environment: the node is on this machine
+        use_protobuf=PROTOBUF,
     )
     return client, ev
 
@@ -301,7 +336,7 @@ async def scenario():
     api_url_2 = os.environ.get("COMPAT_API_URL_2") or api_url
     channel = os.environ.get("COMPAT_CHANNEL") or "chat:compat-py"
     log(
-        f"python_client: {ws_url} (second client {ws_url_2}) api {api_url}"
+        f"python_client ({'protobuf' if PROTOBUF else 'json'}): {ws_url} (second client {ws_url_2}) api {api_url}"
         f" (offline publishes {api_url_2}) channel {channel}"
     )
 
@@ -340,7 +375,7 @@ async def scenario():
             check(res.offset >= 1, f"publish result has no offset: {res}")
             check(res.epoch == epoch, f"publish epoch {res.epoch!r} != subscribe epoch {epoch!r}")
             pub = await next_event(a_ev.publications, "publication")
-            check(pub.data == {"n": 1}, f"publication data {pub.data!r}, want {{'n': 1}}")
+            check(data_of(pub.data) == {"n": 1}, f"publication data {data_of(pub.data)!r}, want {{'n': 1}}")
             check(pub.offset == res.offset, f"publication offset {pub.offset}, API said {res.offset}")
             await no_more_events(a_ev.publications, "publications", quiet=0.2)
             last_offset = pub.offset
@@ -361,11 +396,29 @@ async def scenario():
             got = []
             for _ in range(3):
                 p = await next_event(a_ev.publications, f"publication #{len(got) + 1} of batch/broadcast")
-                got.append((p.offset, p.data))
+                got.append((p.offset, data_of(p.data)))
             want = [(last_offset + 1, {"n": "b1"}), (last_offset + 2, {"n": "b2"}), (last_offset + 3, {"n": "bc"})]
             check(got == want, f"batch/broadcast publications {got}, want {want}")
             await no_more_events(a_ev.publications, "publications", quiet=0.2)
             last_offset += 3
+
+        # c3. publish from the SDK and call rpc
+        async with Step("c3. publish {'n': 'c'} from the SDK, received with publisher info; rpc answers 104"):
+            await sub.publish(enc({"n": "c"}))
+            pub = await next_event(a_ev.publications, "publication from the SDK")
+            check(data_of(pub.data) == {"n": "c"}, f"publication data {data_of(pub.data)!r}")
+            check(pub.offset == last_offset + 1, f"publication offset {pub.offset}, want {last_offset + 1}")
+            check(
+                pub.info is not None and pub.info.client == a_id and pub.info.user == "py-1",
+                f"publisher info {pub.info}",
+            )
+            last_offset = pub.offset
+            try:
+                await a.rpc("echo", enc({"x": 1}))
+                rpc_error = None
+            except ReplyError as e:
+                rpc_error = e
+            check(rpc_error is not None and rpc_error.code == 104, f"rpc without a handler: {rpc_error!r}")
 
         # d. presence and presence stats through the SDK
         async with Step("d. presence / presence_stats from the SDK"):
@@ -384,12 +437,13 @@ async def scenario():
             hist = await sub.history(limit=-1)
             check(hist.epoch == epoch, f"history epoch {hist.epoch!r}, want {epoch!r}")
             check(hist.offset == last_offset, f"history top offset {hist.offset}, want {last_offset}")
-            got = [(p.offset, p.data) for p in hist.publications]
+            got = [(p.offset, data_of(p.data)) for p in hist.publications]
             # (the channel holds older publications when the script runs twice on one node)
             check(
-                got[-4:] == [(last_offset - 3, {"n": 1}), (last_offset - 2, {"n": "b1"}),
-                             (last_offset - 1, {"n": "b2"}), (last_offset, {"n": "bc"})],
-                f"history publications {got}, want the last four (n=1, b1, b2, bc)",
+                got[-5:] == [(last_offset - 4, {"n": 1}), (last_offset - 3, {"n": "b1"}),
+                             (last_offset - 2, {"n": "b2"}), (last_offset - 1, {"n": "bc"}),
+                             (last_offset, {"n": "c"})],
+                f"history publications {got}, want the last five (n=1, b1, b2, bc, c)",
             )
             offs = [o for o, _ in got]
             check(offs == sorted(offs), f"history not in offset order: {got}")
@@ -397,8 +451,8 @@ async def scenario():
             since = await sub.history(
                 limit=10, since=StreamPosition(offset=last_offset - 1, epoch=epoch)
             )
-            got = [(p.offset, p.data) for p in since.publications]
-            check(got == [(last_offset, {"n": "bc"})], f"history since offset {last_offset - 1}: {got}")
+            got = [(p.offset, data_of(p.data)) for p in since.publications]
+            check(got == [(last_offset, {"n": "c"})], f"history since offset {last_offset - 1}: {got}")
 
         # f. recovery after a disconnect
         async with Step("f. recovery: disconnect, publish n=2,3 offline, reconnect, recovered"):
@@ -431,7 +485,7 @@ async def scenario():
             got = []
             for _ in range(2):
                 p = await next_event(a_ev.publications, f"recovered publication #{len(got) + 1}")
-                got.append((p.offset, p.data))
+                got.append((p.offset, data_of(p.data)))
             want = [(offsets[0], {"n": 2}), (offsets[1], {"n": 3})]
             check(got == want, f"recovered publications {got}, want {want}")
             await no_more_events(a_ev.publications, "publications after recovery")
@@ -463,7 +517,7 @@ async def scenario():
             await api.publish(PublishRequest(channel=channel, data={"n": 4}))
             pa = await next_event(a_ev.publications, "publication n=4 at py-1")
             pb = await next_event(b_ev.publications, "publication n=4 at py-2")
-            check(pa.data == {"n": 4} and pb.data == {"n": 4}, f"n=4 data {pa.data} / {pb.data}")
+            check(data_of(pa.data) == {"n": 4} and data_of(pb.data) == {"n": 4}, f"n=4 data {data_of(pa.data)} / {data_of(pb.data)}")
             log(f"     py-2 ({bctx.client}) saw leave+join of py-1 ({a_id})")
 
         # g2. (extra) keepalive with the node's short ping interval
@@ -479,7 +533,7 @@ async def scenario():
             await api.publish(PublishRequest(channel=channel, data={"n": 5}))
             pa = await next_event(a_ev.publications, "publication n=5 at py-1")
             pb = await next_event(b_ev.publications, "publication n=5 at py-2")
-            check(pa.data == {"n": 5} and pb.data == {"n": 5}, f"n=5 data {pa.data} / {pb.data}")
+            check(data_of(pa.data) == {"n": 5} and data_of(pb.data) == {"n": 5}, f"n=5 data {data_of(pa.data)} / {data_of(pb.data)}")
 
         # h. clean disconnect
         async with Step("h. clean disconnect of both clients"):

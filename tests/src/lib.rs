@@ -5,12 +5,14 @@ pub mod client;
 pub mod faults;
 pub mod node;
 pub mod otlp;
+pub mod pbclient;
 pub mod proxy;
 pub mod recovering;
 pub mod redis;
 
 pub use client::Client;
 pub use node::{NodeProcess, base_config, http_request, token};
+pub use pbclient::PbClient;
 pub use recovering::RecoveringSubscriber;
 pub use redis::{Backplane, RedisCluster, RedisProcess};
 

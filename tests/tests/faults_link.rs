@@ -364,7 +364,7 @@ async fn write_history_only(
 ) -> ferrocast_protocol::envelope::Envelope {
     use ferrocast_protocol::envelope::{Envelope, WirePublication, encode_body};
     let p = ferrocast_protocol::Publication {
-        data: ferrocast_protocol::RawJson::parse(json!({ "seq": seq }).to_string().into()).unwrap(),
+        data: ferrocast_protocol::Payload::json(json!({ "seq": seq }).to_string()).unwrap(),
         info: None,
         offset,
         tags: None,

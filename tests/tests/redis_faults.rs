@@ -141,8 +141,7 @@ async fn an_offset_gap_makes_subscribers_recover_instead_of_skipping() {
         .unwrap();
     for (offset, seq) in [(4u64, 3u64), (5, 4), (6, 5)] {
         let p = ferrocast_protocol::Publication {
-            data: ferrocast_protocol::RawJson::parse(json!({"seq": seq}).to_string().into())
-                .unwrap(),
+            data: ferrocast_protocol::Payload::json(json!({"seq": seq}).to_string()).unwrap(),
             info: None,
             offset,
             tags: None,

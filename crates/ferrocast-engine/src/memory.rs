@@ -382,11 +382,11 @@ impl Controller for MemoryEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferrocast_protocol::RawJson;
+    use ferrocast_protocol::Payload;
 
     fn publication(n: u32) -> Publication {
         Publication {
-            data: RawJson::parse(bytes::Bytes::from(n.to_string())).unwrap(),
+            data: Payload::json(bytes::Bytes::from(n.to_string())).unwrap(),
             info: None,
             offset: 0,
             tags: None,

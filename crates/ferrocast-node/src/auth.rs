@@ -4,7 +4,7 @@
 //! `alg: none` and any algorithm without a configured key are refused.
 
 use crate::config::TokenConfig;
-use ferrocast_protocol::RawJson;
+use ferrocast_protocol::Payload;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -31,7 +31,7 @@ pub struct ConnectClaims {
     pub exp: Option<i64>,
     /// Connection info exposed to other clients.
     #[serde(default)]
-    pub info: Option<RawJson>,
+    pub info: Option<Payload>,
     /// Channels to subscribe on the server side.
     #[serde(default)]
     pub channels: Vec<String>,
@@ -51,7 +51,7 @@ pub struct SubscribeClaims {
     pub exp: Option<i64>,
     /// Channel info exposed to other clients.
     #[serde(default)]
-    pub info: Option<RawJson>,
+    pub info: Option<Payload>,
 }
 
 /// Verifies tokens with the configured keys.
@@ -169,7 +169,7 @@ mod tests {
         .unwrap();
         let c = verifier().verify_connect(&t).unwrap();
         assert_eq!(c.sub, "42");
-        assert_eq!(c.info.unwrap().as_str(), r#"{"name":"a"}"#);
+        assert_eq!(&c.info.unwrap().as_bytes()[..], br#"{"name":"a"}"#);
     }
 
     #[test]

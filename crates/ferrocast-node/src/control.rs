@@ -7,7 +7,7 @@
 use crate::metrics as m;
 use crate::outbox::{Outbox, PushResult};
 use bytes::Bytes;
-use ferrocast_protocol::Disconnect;
+use ferrocast_protocol::{Disconnect, Protocol};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -49,6 +49,8 @@ pub struct ClientHandle {
     pub id: String,
     /// User id (empty for anonymous).
     pub user: String,
+    /// The encoding the connection speaks (fan-out picks the frame encoded for it).
+    pub protocol: Protocol,
     /// Outbound queue.
     pub outbox: Arc<Outbox>,
     /// Requests to the session.

@@ -5,8 +5,9 @@
 use crate::control::{ClientHandle, SessionControl};
 use crate::metrics as m;
 use crate::subscriber::{Delivery, Subscriber};
+use bytes::Bytes;
 use ferrocast_protocol::{
-    ClientInfo, Disconnect, Publication, PushBody, StreamPosition, encode_push,
+    ClientInfo, Disconnect, Publication, PushBody, PushFrames, StreamPosition,
 };
 use parking_lot::RwLock;
 use std::collections::hash_map::DefaultHasher;
@@ -60,6 +61,39 @@ fn shard_of(key: &str) -> usize {
     let mut h = DefaultHasher::new();
     key.hash(&mut h);
     (h.finish() as usize) % SHARDS
+}
+
+/// The push encoded for the subscriber's protocol. A push that cannot be encoded for it
+/// (a binary payload for a JSON client) closes the connection with 3506, as Centrifugo
+/// does: the client could not parse the frame.
+fn frame_for<'f>(
+    frames: &'f PushFrames<'_>,
+    sub: &Subscriber,
+    refused: &mut usize,
+) -> Option<&'f Bytes> {
+    match frames.get(sub.client.protocol) {
+        Ok(frame) => Some(frame),
+        Err(_) => {
+            sub.client.outbox.close(Disconnect::INAPPROPRIATE_PROTOCOL);
+            *refused += 1;
+            None
+        }
+    }
+}
+
+/// Records what a fan-out encoded and whom it had to close.
+fn encoded(frames: &PushFrames<'_>, channel: &str, refused: usize) {
+    for protocol in frames.encoded() {
+        m::push_encoded(protocol.name());
+    }
+    if refused > 0 {
+        tracing::warn!(
+            channel,
+            connections = refused,
+            "binary payload for JSON clients: closed with 3506 (inappropriate protocol)"
+        );
+        m::inappropriate_protocol_closed(refused);
+    }
 }
 
 impl Hub {
@@ -172,10 +206,10 @@ impl Hub {
             .contains_key(channel)
     }
 
-    /// Fans a publication out to every local subscriber of `channel`: one encode,
-    /// shared bytes, a non-blocking queue push per subscriber. A subscriber for which this
-    /// publication is not the next one it expects is sent to recover instead. Returns the
-    /// number of local subscribers of the channel.
+    /// Fans a publication out to every local subscriber of `channel`: at most one encode
+    /// per protocol, shared bytes, a non-blocking queue push per subscriber. A subscriber
+    /// for which this publication is not the next one it expects is sent to recover
+    /// instead. Returns the number of local subscribers of the channel.
     pub fn broadcast_publication(
         &self,
         channel: &str,
@@ -189,12 +223,18 @@ impl Hub {
             let Some(subs) = s.channels.get(channel) else {
                 return 0;
             };
-            let frame = encode_push(channel, &PushBody::Pub(publication));
+            let body = PushBody::Pub(publication);
+            let frames = PushFrames::new(channel, &body);
+            let mut refused = 0;
             for (id, sub) in subs {
-                if sub.deliver(publication.offset, epoch, &frame) == Delivery::Gap {
+                let Some(frame) = frame_for(&frames, sub, &mut refused) else {
+                    continue;
+                };
+                if sub.deliver(publication.offset, epoch, frame) == Delivery::Gap {
                     behind.push(id.clone());
                 }
             }
+            encoded(&frames, channel, refused);
             subs.len()
         };
         m::fanout(n, started.elapsed());
@@ -269,12 +309,15 @@ impl Hub {
         } else {
             PushBody::Leave(info)
         };
-        let frame = encode_push(channel, &body);
-        let mut sent = 0;
+        let frames = PushFrames::new(channel, &body);
+        let (mut sent, mut refused) = (0, 0);
         for sub in subs.values().filter(|s| s.join_leave) {
-            let _ = sub.deliver(0, "", &frame);
-            sent += 1;
+            if let Some(frame) = frame_for(&frames, sub, &mut refused) {
+                let _ = sub.deliver(0, "", frame);
+                sent += 1;
+            }
         }
+        encoded(&frames, channel, refused);
         m::pushes_sent(if join { "join" } else { "leave" }, sent);
     }
 

@@ -208,7 +208,13 @@ async fn apply_run(
         let entry = &wave[i];
         match command {
             Ok(ApiCommand::Publish(r)) => {
-                let (ch, params) = r.params();
+                let (ch, params) = match r.params() {
+                    Ok(p) => p,
+                    Err(e) => {
+                        done.push((i, Outcome::Dead(e.to_string())));
+                        continue;
+                    }
+                };
                 channel.get_or_insert(ch);
                 let span =
                     telemetry::ingest_span(&entry.id, "publish", entry.traceparent.as_deref());

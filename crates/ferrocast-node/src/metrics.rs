@@ -28,8 +28,25 @@ pub const API_CALLS: &str = "ferrocast_api_calls_total";
 /// Command replies with an error, by `method` and `code`.
 pub const COMMAND_ERRORS: &str = "ferrocast_command_errors_total";
 
+/// Pushes encoded for fan-out, by `protocol` (json, protobuf): one per publication, join
+/// or leave and protocol, however many subscribers share the bytes.
+pub const PUSH_ENCODINGS: &str = "ferrocast_push_encodings_total";
+/// Connections closed because they cannot receive a payload (binary data for a JSON
+/// client: close 3506).
+pub const INAPPROPRIATE_PROTOCOL_CLOSES: &str = "ferrocast_inappropriate_protocol_closes_total";
+
 /// TCP connections refused before HTTP, by `reason`.
 pub const CONNECTIONS_REFUSED: &str = "ferrocast_connections_refused_total";
+
+/// Records that a push was encoded for `protocol` (once per fan-out).
+pub fn push_encoded(protocol: &'static str) {
+    metrics::counter!(PUSH_ENCODINGS, "protocol" => protocol).increment(1);
+}
+
+/// Records connections closed with 3506 because a payload was not JSON.
+pub fn inappropriate_protocol_closed(n: usize) {
+    metrics::counter!(INAPPROPRIATE_PROTOCOL_CLOSES).increment(n as u64);
+}
 
 /// Records a refused connection.
 pub fn connection_refused(reason: &'static str) {

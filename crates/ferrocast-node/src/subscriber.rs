@@ -158,6 +158,7 @@ mod tests {
         let client = Arc::new(ClientHandle {
             id: "c".into(),
             user: "u".into(),
+            protocol: ferrocast_protocol::Protocol::Json,
             outbox: outbox.clone(),
             control,
         });

@@ -1,4 +1,5 @@
-//! Decoding client frames into commands.
+//! Client commands, and decoding JSON frames into them (Protobuf frames decode through
+//! [`crate::protobuf`]; [`crate::codec::Protocol`] picks the decoder of a connection).
 //!
 //! A JSON frame holds one or more command objects separated by newlines (or any JSON
 //! whitespace). Each object carries an `id` and exactly one method field.

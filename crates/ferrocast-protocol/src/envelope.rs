@@ -6,7 +6,7 @@
 //! then the [`Envelope`]. The publish script writes the first two, so a message carries
 //! the offset Redis assigned to it in the same atomic step.
 
-use crate::raw::RawJson;
+use crate::raw::Payload;
 use crate::types::{ClientInfo, Publication};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -21,9 +21,6 @@ pub enum EnvelopeError {
     /// Bad MessagePack body.
     #[error("bad envelope body: {0}")]
     Body(#[from] rmp_serde::decode::Error),
-    /// A JSON payload inside is not valid JSON.
-    #[error("bad JSON payload in envelope")]
-    Json,
 }
 
 /// [`ClientInfo`] as stored in Redis.
@@ -33,16 +30,16 @@ pub struct WireClientInfo {
     pub user: String,
     /// Client id.
     pub client: String,
-    /// Connection info (JSON bytes).
+    /// Connection info (payload bytes).
     pub conn_info: Option<serde_bytes::ByteBuf>,
-    /// Channel info (JSON bytes).
+    /// Channel info (payload bytes).
     pub chan_info: Option<serde_bytes::ByteBuf>,
 }
 
 /// [`Publication`] as stored in Redis (the offset travels outside).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WirePublication {
-    /// Payload (JSON bytes).
+    /// Payload bytes (JSON or binary).
     pub data: serde_bytes::ByteBuf,
     /// Publisher.
     pub info: Option<WireClientInfo>,
@@ -65,13 +62,8 @@ pub enum Envelope {
     Leave(WireClientInfo),
 }
 
-fn json_bytes(b: Option<serde_bytes::ByteBuf>) -> Result<Option<RawJson>, EnvelopeError> {
-    match b {
-        None => Ok(None),
-        Some(b) => RawJson::parse(Bytes::from(b.into_vec()))
-            .map(Some)
-            .map_err(|_| EnvelopeError::Json),
-    }
+fn payload(b: serde_bytes::ByteBuf) -> Payload {
+    Payload::from_bytes(Bytes::from(b.into_vec()))
 }
 
 impl WireClientInfo {
@@ -91,14 +83,14 @@ impl WireClientInfo {
         }
     }
 
-    /// Into a protocol [`ClientInfo`], validating the JSON parts.
-    pub fn into_info(self) -> Result<ClientInfo, EnvelopeError> {
-        Ok(ClientInfo {
+    /// Into a protocol [`ClientInfo`] (the info parts are opaque payloads).
+    pub fn into_info(self) -> ClientInfo {
+        ClientInfo {
             user: self.user,
             client: self.client,
-            conn_info: json_bytes(self.conn_info)?,
-            chan_info: json_bytes(self.chan_info)?,
-        })
+            conn_info: self.conn_info.map(payload),
+            chan_info: self.chan_info.map(payload),
+        }
     }
 }
 
@@ -114,16 +106,16 @@ impl WirePublication {
         }
     }
 
-    /// Into a protocol [`Publication`] at `offset`.
-    pub fn into_publication(self, offset: u64) -> Result<Publication, EnvelopeError> {
-        Ok(Publication {
-            data: RawJson::parse(Bytes::from(self.data.into_vec()))
-                .map_err(|_| EnvelopeError::Json)?,
-            info: self.info.map(WireClientInfo::into_info).transpose()?,
+    /// Into a protocol [`Publication`] at `offset` (the data is an opaque payload: JSON
+    /// or binary, as it was published).
+    pub fn into_publication(self, offset: u64) -> Publication {
+        Publication {
+            data: payload(self.data),
+            info: self.info.map(WireClientInfo::into_info),
             offset,
             tags: self.tags,
             time: self.time,
-        })
+        }
     }
 }
 
@@ -275,11 +267,11 @@ mod tests {
     #[test]
     fn message_round_trip() {
         let p = Publication {
-            data: RawJson::parse(Bytes::from_static(br#"{"a":1}"#)).unwrap(),
+            data: Payload::json(Bytes::from_static(br#"{"a":1}"#)).unwrap(),
             info: Some(ClientInfo {
                 user: "u".into(),
                 client: "c".into(),
-                conn_info: Some(RawJson::parse(Bytes::from_static(b"[1]")).unwrap()),
+                conn_info: Some(Payload::json(Bytes::from_static(b"[1]")).unwrap()),
                 chan_info: None,
             }),
             offset: 0,
@@ -291,7 +283,7 @@ mod tests {
         let (offset, epoch, back) = decode_message(&bytes).unwrap();
         assert_eq!((offset, epoch.as_str()), (42, "abcd"));
         let Envelope::Pub(wp) = back else { panic!() };
-        let q = wp.into_publication(42).unwrap();
+        let q = wp.into_publication(42);
         assert_eq!(q.data, p.data);
         assert_eq!(q.info, p.info);
         assert_eq!(q.offset, 42);

@@ -1,11 +1,21 @@
-//! Encoding replies and pushes for the wire (JSON).
+//! Replies and pushes, and their JSON encoding ([`crate::codec::Protocol`] picks the
+//! encoding of a connection).
 
 use crate::codes::ProtocolError;
-use crate::raw::RawJson;
+use crate::raw::Payload;
 use crate::types::*;
 use bytes::Bytes;
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
+
+/// Why a message cannot be encoded for a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    /// It carries a payload that is not JSON, for a JSON connection (Centrifugo closes
+    /// such a connection with 3506, inappropriate protocol).
+    #[error("a payload is not JSON: a JSON connection cannot receive it")]
+    NotJson,
+}
 
 /// The answer to one command.
 #[derive(Debug, Clone)]
@@ -38,7 +48,7 @@ pub enum ReplyResult {
     /// `ping` answer.
     Ping,
     /// `rpc` result.
-    Rpc(Option<RawJson>),
+    Rpc(Option<Payload>),
     /// `refresh` result.
     Refresh(RefreshResult),
     /// `sub_refresh` result.
@@ -73,7 +83,7 @@ impl Serialize for Reply {
 #[derive(Serialize)]
 struct RpcResult<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
-    data: &'a Option<RawJson>,
+    data: &'a Option<Payload>,
 }
 
 impl Reply {
@@ -82,14 +92,6 @@ impl Reply {
         Reply {
             id,
             result: ReplyResult::Error(error.into()),
-        }
-    }
-
-    /// Appends the JSON encoding of this reply to `out`.
-    pub fn encode_into(&self, out: &mut Vec<u8>) {
-        // Serializing our own types into a Vec cannot fail: every map key is a string.
-        if serde_json::to_writer(&mut *out, self).is_err() {
-            out.extend_from_slice(b"{}");
         }
     }
 }
@@ -113,7 +115,7 @@ pub enum PushBody<'a> {
     /// The server subscribed the client (server-side subscription).
     Subscribe(&'a SubscribeResult),
     /// An asynchronous message to the client.
-    Message(&'a RawJson),
+    Message(&'a Payload),
     /// Connection refreshed by the server.
     Refresh {
         /// Whether the connection expires.
@@ -146,7 +148,7 @@ struct UnsubscribeBody<'a> {
 
 #[derive(Serialize)]
 struct MessageBody<'a> {
-    data: &'a RawJson,
+    data: &'a Payload,
 }
 
 impl Serialize for PushInner<'_> {
@@ -180,15 +182,14 @@ impl Serialize for PushInner<'_> {
     }
 }
 
-/// Encodes a push once; the returned bytes are shared by every recipient.
-pub fn encode_push(channel: &str, body: &PushBody<'_>) -> Bytes {
+/// Encodes a push in JSON; fails when it carries a payload that is not JSON.
+pub fn encode_push_json(channel: &str, body: &PushBody<'_>) -> Result<Bytes, EncodeError> {
     let env = PushEnvelope {
         push: PushInner { channel, body },
     };
-    match serde_json::to_vec(&env) {
-        Ok(v) => Bytes::from(v),
-        Err(_) => Bytes::from_static(b"{}"),
-    }
+    serde_json::to_vec(&env)
+        .map(Bytes::from)
+        .map_err(|_| EncodeError::NotJson)
 }
 
 #[cfg(test)]
@@ -205,7 +206,7 @@ mod tests {
             tags: None,
             time: 0,
         };
-        let b = encode_push("news", &PushBody::Pub(&p));
+        let b = encode_push_json("news", &PushBody::Pub(&p)).unwrap();
         assert_eq!(
             &b[..],
             br#"{"push":{"channel":"news","pub":{"data":{"x":1},"offset":7}}}"#
@@ -214,18 +215,17 @@ mod tests {
 
     #[test]
     fn reply_shapes() {
-        let mut out = Vec::new();
-        Reply::error(3, ErrorCode::BadRequest).encode_into(&mut out);
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            serde_json::to_string(&Reply::error(3, ErrorCode::BadRequest)).unwrap(),
             r#"{"id":3,"error":{"code":107,"message":"bad request"}}"#
         );
-        let mut out = Vec::new();
-        Reply {
+        let publish = Reply {
             id: 4,
             result: ReplyResult::Publish,
-        }
-        .encode_into(&mut out);
-        assert_eq!(String::from_utf8(out).unwrap(), r#"{"id":4,"publish":{}}"#);
+        };
+        assert_eq!(
+            serde_json::to_string(&publish).unwrap(),
+            r#"{"id":4,"publish":{}}"#
+        );
     }
 }

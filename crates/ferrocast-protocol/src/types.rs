@@ -1,6 +1,6 @@
 //! Messages of the protocol: requests, results and the shared data types.
 
-use crate::raw::RawJson;
+use crate::raw::Payload;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
@@ -28,17 +28,17 @@ pub struct ClientInfo {
     pub client: String,
     /// Connection info from the connection token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub conn_info: Option<RawJson>,
+    pub conn_info: Option<Payload>,
     /// Channel info from the subscription token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub chan_info: Option<RawJson>,
+    pub chan_info: Option<Payload>,
 }
 
 /// A message published into a channel.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Publication {
     /// Payload.
-    pub data: RawJson,
+    pub data: Payload,
     /// Publisher, when a client published.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub info: Option<ClientInfo>,
@@ -72,7 +72,7 @@ pub struct ConnectRequest {
     pub token: String,
     /// Custom data.
     #[serde(default)]
-    pub data: Option<RawJson>,
+    pub data: Option<Payload>,
     /// Subscriptions to restore on (re)connect.
     #[serde(default)]
     pub subs: HashMap<String, SubscribeRequest>,
@@ -100,7 +100,7 @@ pub struct ConnectResult {
     pub ttl: u32,
     /// Custom data.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub data: Option<RawJson>,
+    pub data: Option<Payload>,
     /// Server-side subscriptions.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub subs: BTreeMap<String, SubscribeResult>,
@@ -138,7 +138,7 @@ pub struct SubscribeRequest {
     pub offset: u64,
     /// Custom data.
     #[serde(default)]
-    pub data: Option<RawJson>,
+    pub data: Option<Payload>,
     /// Ask for a positioned subscription.
     #[serde(default)]
     pub positioned: bool,
@@ -179,7 +179,7 @@ pub struct SubscribeResult {
     pub positioned: bool,
     /// Custom data.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub data: Option<RawJson>,
+    pub data: Option<Payload>,
     /// Whether the client asked to recover.
     #[serde(skip_serializing_if = "is_false")]
     pub was_recovering: bool,
@@ -200,7 +200,7 @@ pub struct PublishRequest {
     #[serde(default)]
     pub channel: String,
     /// Payload.
-    pub data: Option<RawJson>,
+    pub data: Option<Payload>,
 }
 
 /// A request naming only a channel (`presence`, `presence_stats`).
@@ -263,7 +263,7 @@ pub struct RpcRequest {
     pub method: String,
     /// Payload.
     #[serde(default)]
-    pub data: Option<RawJson>,
+    pub data: Option<Payload>,
 }
 
 /// `send` request.
@@ -271,7 +271,7 @@ pub struct RpcRequest {
 pub struct SendRequest {
     /// Payload.
     #[serde(default)]
-    pub data: Option<RawJson>,
+    pub data: Option<Payload>,
 }
 
 /// `refresh` request.

@@ -129,16 +129,17 @@ fn upgrade(state: Arc<AppState>, mut req: Request<Incoming>) -> Response<Body> {
         }
         Err(e) => return respond(StatusCode::BAD_REQUEST, "text/plain", e.to_string()),
     };
+    let (protocol, subprotocol) = websocket::select_protocol(req.headers(), req.uri().query());
     let on_upgrade = hyper::upgrade::on(&mut req);
     let node = state.node.clone();
     let tracker = state.sockets.clone();
     state.sockets.spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => websocket::serve_socket(node, upgraded, tracker).await,
+            Ok(upgraded) => websocket::serve_socket(node, upgraded, tracker, protocol).await,
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }
     });
-    websocket::switching_protocols(accept)
+    websocket::switching_protocols(accept, subprotocol)
 }
 
 /// Constant-time comparison of two byte strings.

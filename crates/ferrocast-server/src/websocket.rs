@@ -11,6 +11,7 @@ use bytes::Bytes;
 use ferrocast_node::Node;
 use ferrocast_node::outbox::{Outbox, Outgoing};
 use ferrocast_node::session::{FrameSource, Incoming, Session};
+use ferrocast_protocol::Protocol;
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use hyper::upgrade::Upgraded;
@@ -110,8 +111,56 @@ pub fn origin_allowed(origin: &str, host: &str, allowed: &[String]) -> bool {
     })
 }
 
-/// The 101 response for an accepted upgrade.
-pub fn switching_protocols<B: Default>(accept: String) -> Response<B> {
+/// The WebSocket subprotocol of the JSON protocol.
+pub const JSON_SUBPROTOCOL: &str = "centrifuge-json";
+/// The WebSocket subprotocol of the Protobuf protocol.
+pub const PROTOBUF_SUBPROTOCOL: &str = "centrifuge-protobuf";
+
+/// The protocol a connection speaks, as Centrifugo picks it: the first subprotocol the
+/// client offers that the server knows (echoed back, which browsers require), or the
+/// query `format=protobuf` / `cf_protocol=protobuf`; JSON otherwise. Returns the protocol
+/// and the subprotocol to echo. Offered subprotocols that are all unknown are logged and
+/// not echoed, and the connection goes on as JSON (a browser then gives up on its side).
+pub fn select_protocol(
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> (Protocol, Option<&'static str>) {
+    let offered: Vec<&str> = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect();
+    let echo = offered.iter().find_map(|p| match *p {
+        JSON_SUBPROTOCOL => Some(JSON_SUBPROTOCOL),
+        PROTOBUF_SUBPROTOCOL => Some(PROTOBUF_SUBPROTOCOL),
+        _ => None,
+    });
+    if echo.is_none() && !offered.is_empty() {
+        tracing::info!(
+            offered = %offered.join(", "),
+            "websocket subprotocols not supported (known: centrifuge-json, centrifuge-protobuf): none echoed, JSON assumed"
+        );
+    }
+    let by_query = query.is_some_and(|q| {
+        q.split('&')
+            .any(|kv| kv == "format=protobuf" || kv == "cf_protocol=protobuf")
+    });
+    let protocol = if by_query || echo == Some(PROTOBUF_SUBPROTOCOL) {
+        Protocol::Protobuf
+    } else {
+        Protocol::Json
+    };
+    (protocol, echo)
+}
+
+/// The 101 response for an accepted upgrade, echoing `subprotocol` when given.
+pub fn switching_protocols<B: Default>(
+    accept: String,
+    subprotocol: Option<&'static str>,
+) -> Response<B> {
     let mut resp = Response::new(B::default());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();
@@ -120,11 +169,19 @@ pub fn switching_protocols<B: Default>(accept: String) -> Response<B> {
     if let Ok(v) = HeaderValue::from_str(&accept) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
+    if let Some(p) = subprotocol {
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(p));
+    }
     resp
 }
 
-/// Runs a client session over an upgraded connection until it ends.
-pub async fn serve_socket(node: Arc<Node>, upgraded: Upgraded, tracker: TaskTracker) {
+/// Runs a client session speaking `protocol` over an upgraded connection until it ends.
+pub async fn serve_socket(
+    node: Arc<Node>,
+    upgraded: Upgraded,
+    tracker: TaskTracker,
+    protocol: Protocol,
+) {
     // Take the TCP stream back from hyper: reads go through tungstenite (frame parsing,
     // unmasking, limits), writes go straight to the socket (see `wsframe`).
     let parts = match upgraded.downcast::<TokioIo<TcpStream>>() {
@@ -152,8 +209,9 @@ pub async fn serve_socket(node: Arc<Node>, upgraded: Upgraded, tracker: TaskTrac
         inner: read,
     };
     let ws = WebSocketStream::from_raw_socket(reader, Role::Server, Some(config)).await;
-    let (session, outbox) = Session::new(node);
-    let mut writer = tracker.spawn(write_loop(write, outbox.clone()));
+    let (session, outbox) = Session::new(node, protocol);
+    let framing = wsframe::Framing::of(protocol);
+    let mut writer = tracker.spawn(write_loop(write, outbox.clone(), framing));
     let reason = session.run(WsSource { stream: ws, outbox }).await;
     tracing::debug!(code = reason.code, reason = %reason.reason, "session ended");
     // Give the writer a moment to send the close frame. A client that stopped reading
@@ -222,7 +280,7 @@ impl FrameSource for WsSource {
         loop {
             return match self.stream.next().await {
                 Some(Ok(Message::Text(t))) => Incoming::Frame(Bytes::from(t)),
-                Some(Ok(Message::Binary(_))) => Incoming::Binary,
+                Some(Ok(Message::Binary(b))) => Incoming::Binary(b),
                 Some(Ok(Message::Ping(payload))) => {
                     self.outbox.pong(payload);
                     continue;
@@ -240,7 +298,7 @@ impl FrameSource for WsSource {
     }
 }
 
-async fn write_loop(mut socket: OwnedWriteHalf, outbox: Arc<Outbox>) {
+async fn write_loop(mut socket: OwnedWriteHalf, outbox: Arc<Outbox>, framing: wsframe::Framing) {
     let mut batch: Vec<Bytes> = Vec::new();
     loop {
         batch.clear();
@@ -249,7 +307,7 @@ async fn write_loop(mut socket: OwnedWriteHalf, outbox: Arc<Outbox>) {
         }
         match outbox.next(&mut batch).await {
             Outgoing::Frames { pong } => {
-                if wsframe::write_frames(&mut socket, pong.as_ref(), &batch)
+                if wsframe::write_frames(&mut socket, pong.as_ref(), &batch, framing)
                     .await
                     .is_err()
                 {
@@ -269,6 +327,52 @@ async fn write_loop(mut socket: OwnedWriteHalf, outbox: Arc<Outbox>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn offering(protocols: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for p in protocols {
+            h.append(
+                header::SEC_WEBSOCKET_PROTOCOL,
+                HeaderValue::from_str(p).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn protocol_selection() {
+        let none = HeaderMap::new();
+        assert_eq!(select_protocol(&none, None), (Protocol::Json, None));
+        assert_eq!(
+            select_protocol(&offering(&["centrifuge-protobuf"]), None),
+            (Protocol::Protobuf, Some(PROTOBUF_SUBPROTOCOL))
+        );
+        assert_eq!(
+            select_protocol(
+                &offering(&["foo, centrifuge-json", "centrifuge-protobuf"]),
+                None
+            ),
+            (Protocol::Json, Some(JSON_SUBPROTOCOL)),
+            "the client's first known one wins"
+        );
+        assert_eq!(
+            select_protocol(&offering(&["foo"]), None),
+            (Protocol::Json, None)
+        );
+        assert_eq!(
+            select_protocol(&none, Some("cf_protocol=protobuf")),
+            (Protocol::Protobuf, None)
+        );
+        assert_eq!(
+            select_protocol(&offering(&["centrifuge-json"]), Some("a=1&format=protobuf")),
+            (Protocol::Protobuf, Some(JSON_SUBPROTOCOL)),
+            "the query switch wins, as in Centrifugo"
+        );
+        assert_eq!(
+            select_protocol(&none, Some("format=json")),
+            (Protocol::Json, None)
+        );
+    }
 
     #[test]
     fn origins() {

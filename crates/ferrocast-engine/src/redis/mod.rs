@@ -286,9 +286,7 @@ fn parse_entries(value: Value) -> Result<Vec<Publication>, EngineError> {
             if k == b"d" {
                 let v: Vec<u8> = redis::from_redis_value(v).map_err(internal)?;
                 match ferrocast_protocol::envelope::decode_body::<Envelope>(&v) {
-                    Ok(Envelope::Pub(wp)) => {
-                        out.push(wp.into_publication(offset).map_err(internal)?)
-                    }
+                    Ok(Envelope::Pub(wp)) => out.push(wp.into_publication(offset)),
                     Ok(_) => return Err(internal("history entry is not a publication")),
                     Err(e) => return Err(internal(e)),
                 }
@@ -471,7 +469,7 @@ impl PresenceManager for RedisEngine {
             match ferrocast_protocol::envelope::decode_body::<WireClientInfo>(&bytes)
                 .map(WireClientInfo::into_info)
             {
-                Ok(Ok(info)) => {
+                Ok(info) => {
                     out.insert(client, info);
                 }
                 _ => tracing::warn!(channel, "undecodable presence entry"),

@@ -413,21 +413,11 @@ impl WorkerState {
             Envelope::Pub(mut wp) => {
                 // Offsets and epochs are checked per subscription by the hub.
                 let trace = wp.trace.take();
-                match wp.into_publication(offset) {
-                    Ok(p) => handler.on_publication(channel, &p, &epoch, trace.as_deref()),
-                    Err(e) => tracing::warn!(channel, error = %e, "bad publication"),
-                }
+                let p = wp.into_publication(offset);
+                handler.on_publication(channel, &p, &epoch, trace.as_deref());
             }
-            Envelope::Join(info) => {
-                if let Ok(i) = info.into_info() {
-                    handler.on_join(channel, &i);
-                }
-            }
-            Envelope::Leave(info) => {
-                if let Ok(i) = info.into_info() {
-                    handler.on_leave(channel, &i);
-                }
-            }
+            Envelope::Join(info) => handler.on_join(channel, &info.into_info()),
+            Envelope::Leave(info) => handler.on_leave(channel, &info.into_info()),
         }
     }
 }

@@ -62,7 +62,7 @@ fn bad(msg: &'static str) -> ProtocolError {
 }
 
 async fn publish(node: &Node, r: PublishRequest) -> Result<PublishResult, ProtocolError> {
-    let (channel, params) = r.params();
+    let (channel, params) = r.params()?;
     Ok(node.publish(&channel, params).await?.into())
 }
 
@@ -70,14 +70,16 @@ async fn broadcast(node: &Node, r: BroadcastRequest) -> Result<BroadcastResult, 
     if r.channels.is_empty() {
         return Err(bad("channels required"));
     }
-    if r.data.is_none() {
+    let data = requests::payload(r.data, r.b64data.as_deref())?;
+    if data.is_none() {
         return Err(bad("data required"));
     }
     let mut responses = Vec::with_capacity(r.channels.len());
     for channel in &r.channels {
         let request = PublishRequest {
             channel: channel.clone(),
-            data: r.data.clone(),
+            data: data.clone(),
+            b64data: None,
             tags: r.tags.clone(),
             idempotency_key: r.idempotency_key.clone(),
             skip_history: r.skip_history,

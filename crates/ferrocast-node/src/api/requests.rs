@@ -2,7 +2,7 @@
 //! field names as Centrifugo's server API), and the method names that select them.
 
 use crate::node::PublishParams;
-use ferrocast_protocol::{ErrorCode, ProtocolError, RawJson};
+use ferrocast_protocol::{ErrorCode, Payload, ProtocolError};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
@@ -110,8 +110,11 @@ pub struct PublishRequest {
     /// The channel.
     #[serde(default)]
     pub channel: String,
-    /// The payload (required).
-    pub data: Option<RawJson>,
+    /// The payload (this or `b64data` required).
+    pub data: Option<Payload>,
+    /// A binary payload in base64 (standard alphabet); takes precedence over `data`.
+    #[serde(default)]
+    pub b64data: Option<String>,
     /// Tags delivered with the publication.
     #[serde(default)]
     pub tags: Option<BTreeMap<String, String>>,
@@ -124,16 +127,35 @@ pub struct PublishRequest {
 }
 
 impl PublishRequest {
-    /// What the node publishes.
-    pub fn params(self) -> (String, PublishParams) {
+    /// What the node publishes: the channel and the parameters (107 for a `b64data` that
+    /// is not base64).
+    pub fn params(self) -> Result<(String, PublishParams), ProtocolError> {
         let params = PublishParams {
-            data: self.data,
+            data: payload(self.data, self.b64data.as_deref())?,
             info: None,
             tags: self.tags,
             idempotency_key: self.idempotency_key,
             skip_history: self.skip_history,
         };
-        (self.channel, params)
+        Ok((self.channel, params))
+    }
+}
+
+/// The payload of a request: `b64data` decoded when given (as Centrifugo does), else
+/// `data`.
+pub fn payload(
+    data: Option<Payload>,
+    b64data: Option<&str>,
+) -> Result<Option<Payload>, ProtocolError> {
+    use base64::Engine as _;
+    match b64data.filter(|b| !b.is_empty()) {
+        Some(b) => base64::engine::general_purpose::STANDARD
+            .decode(b)
+            .map(|bytes| Some(Payload::from_bytes(bytes)))
+            .map_err(|_| {
+                ProtocolError::with_message(ErrorCode::BadRequest, "b64data is not base64")
+            }),
+        None => Ok(data),
     }
 }
 
@@ -143,8 +165,11 @@ pub struct BroadcastRequest {
     /// The channels.
     #[serde(default)]
     pub channels: Vec<String>,
-    /// The payload (required).
-    pub data: Option<RawJson>,
+    /// The payload (this or `b64data` required).
+    pub data: Option<Payload>,
+    /// A binary payload in base64 (standard alphabet); takes precedence over `data`.
+    #[serde(default)]
+    pub b64data: Option<String>,
     /// Tags delivered with each publication.
     #[serde(default)]
     pub tags: Option<BTreeMap<String, String>>,
@@ -303,8 +328,8 @@ mod tests {
         };
         assert_eq!(p.channel, "a");
         assert_eq!(
-            p.data.map(|d| d.as_str().to_string()).as_deref(),
-            Some(r#"{"x":1}"#)
+            p.data.map(|d| d.into_bytes()).as_deref(),
+            Some(br#"{"x":1}"#.as_slice())
         );
         assert!(matches!(
             ApiCommand::decode(ApiMethod::Info, b"  "),

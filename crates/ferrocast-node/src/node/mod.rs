@@ -24,7 +24,7 @@ use ferrocast_engine::{
 };
 use ferrocast_protocol::envelope::NodeInfo;
 use ferrocast_protocol::{
-    ClientInfo, Disconnect, ErrorCode, ProtocolError, Publication, RawJson, StreamPosition,
+    ClientInfo, Disconnect, ErrorCode, Payload, ProtocolError, Publication, StreamPosition,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -80,7 +80,7 @@ pub struct Node {
 #[derive(Debug, Clone, Default)]
 pub struct PublishParams {
     /// Payload.
-    pub data: Option<RawJson>,
+    pub data: Option<Payload>,
     /// Publisher info (client publications).
     pub info: Option<ClientInfo>,
     /// Tags.

@@ -5,6 +5,7 @@ use crate::auth::TokenError;
 use crate::config::ChannelOptions;
 use crate::metrics as m;
 use crate::node::PublishParams;
+use bytes::Bytes;
 use ferrocast_engine::HistoryFilter;
 use ferrocast_protocol::*;
 use std::time::Instant;
@@ -18,8 +19,9 @@ pub(super) struct Permission {
 
 impl Session {
     /// Decodes and runs every command of a frame; replies are batched into one frame.
-    pub(super) async fn handle_frame(&mut self, frame: &[u8]) -> Result<(), Disconnect> {
-        let commands = match decode_frame(frame, self.node.client.max_commands_per_frame) {
+    pub(super) async fn handle_frame(&mut self, frame: &Bytes) -> Result<(), Disconnect> {
+        let max = self.node.client.max_commands_per_frame;
+        let commands = match self.protocol.decode_commands(frame, max) {
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!(client = %self.client_id, error = %e, "bad frame");
@@ -43,7 +45,8 @@ impl Session {
                     return Err(Disconnect::TOO_MANY_REQUESTS);
                 }
                 if cmd.id > 0 {
-                    Self::encode_reply(&mut out, &Reply::error(cmd.id, ErrorCode::TooManyRequests));
+                    let reply = Reply::error(cmd.id, ErrorCode::TooManyRequests);
+                    self.encode_reply(&mut out, &reply)?;
                 }
                 continue;
             }
@@ -69,7 +72,7 @@ impl Session {
                                 id,
                                 result: ReplyResult::Connect(Box::new(result)),
                             };
-                            self.go_live_all(&mut out, &reply, subs).await;
+                            self.go_live_all(&mut out, &reply, subs).await?;
                             continue;
                         }
                         Err(e) => Err(e),
@@ -81,7 +84,7 @@ impl Session {
                             id,
                             result: ReplyResult::Subscribe(Box::new(result)),
                         };
-                        self.go_live_all(&mut out, &reply, vec![live]).await;
+                        self.go_live_all(&mut out, &reply, vec![live]).await?;
                         continue;
                     }
                     Err(e) => Err(e),
@@ -115,7 +118,7 @@ impl Session {
                     Reply::error(id, e)
                 }
             };
-            Self::encode_reply(&mut out, &reply);
+            self.encode_reply(&mut out, &reply)?;
         }
         self.send_replies(&mut out);
         Ok(())
@@ -293,23 +296,24 @@ impl Session {
     }
 
     /// A refresh requested through the server API.
-    pub(super) fn apply_server_refresh(&mut self, expire_at: i64) {
-        let Some(c) = self.connected.as_mut() else {
-            return;
-        };
-        c.expires_at = (expire_at > 0).then_some(expire_at);
+    pub(super) fn apply_server_refresh(&mut self, expire_at: i64) -> Result<(), Disconnect> {
         let ttl = if expire_at > 0 {
             (expire_at - unix_now()).max(0) as u32
         } else {
             0
         };
-        let frame = encode_push(
+        let frame = self.push(
             "",
             &PushBody::Refresh {
                 expires: expire_at > 0,
                 ttl,
             },
-        );
+        )?;
+        let Some(c) = self.connected.as_mut() else {
+            return Ok(());
+        };
+        c.expires_at = (expire_at > 0).then_some(expire_at);
         c.handle.send(frame);
+        Ok(())
     }
 }

@@ -54,6 +54,7 @@ impl Session {
         let handle = Arc::new(ClientHandle {
             id: self.client_id.clone(),
             user: claims.sub.clone(),
+            protocol: self.protocol,
             outbox: self.outbox.clone(),
             control: self.control.clone(),
         });

@@ -17,7 +17,7 @@ use crate::outbox::Outbox;
 use crate::ratelimit::TokenBucket;
 use crate::subscriber::Subscriber;
 use bytes::Bytes;
-use ferrocast_protocol::{ClientInfo, Disconnect, RawJson, Reply};
+use ferrocast_protocol::{ClientInfo, Disconnect, Payload, Protocol, PushBody, Reply};
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -28,10 +28,10 @@ pub(crate) use ferrocast_engine::clock::unix_secs as unix_now;
 /// Something a transport received from the client.
 #[derive(Debug)]
 pub enum Incoming {
-    /// A text frame (JSON protocol).
+    /// A text frame.
     Frame(Bytes),
-    /// A binary frame, which the JSON protocol does not accept.
-    Binary,
+    /// A binary frame: Protobuf records (the JSON protocol does not accept it).
+    Binary(Bytes),
     /// A message above `client.max_message_size`.
     TooLarge,
     /// A frame that is not valid (e.g. text that is not UTF-8).
@@ -52,14 +52,14 @@ struct SubState {
     server_side: bool,
     presence: bool,
     join_leave: bool,
-    chan_info: Option<RawJson>,
+    chan_info: Option<Payload>,
     expires_at: Option<i64>,
 }
 
 /// State that exists once `connect` succeeded.
 struct Connected {
     handle: Arc<ClientHandle>,
-    conn_info: Option<RawJson>,
+    conn_info: Option<Payload>,
     expires_at: Option<i64>,
     subs: HashMap<String, SubState>,
 }
@@ -97,6 +97,7 @@ impl RateLimiter {
 /// One client connection.
 pub struct Session {
     node: Arc<Node>,
+    protocol: Protocol,
     client_id: String,
     outbox: Arc<Outbox>,
     control: Arc<ControlQueue>,
@@ -114,9 +115,9 @@ pub(crate) fn ttl_until(exp: Option<i64>) -> u32 {
 }
 
 impl Session {
-    /// A new session for a freshly upgraded connection. The caller spawns a writer that
-    /// drains the returned outbox.
-    pub fn new(node: Arc<Node>) -> (Session, Arc<Outbox>) {
+    /// A new session for a freshly upgraded connection speaking `protocol`. The caller
+    /// spawns a writer that drains the returned outbox.
+    pub fn new(node: Arc<Node>, protocol: Protocol) -> (Session, Arc<Outbox>) {
         let outbox = Arc::new(Outbox::new(node.client.queue_max_size));
 
         let limiter = RateLimiter::new(
@@ -127,6 +128,7 @@ impl Session {
             client_id: uuid::Uuid::new_v4().to_string(),
             connect_deadline: Instant::now() + node.client.connect_timeout,
             node,
+            protocol,
             outbox: outbox.clone(),
             control: Arc::default(),
             connected: None,
@@ -151,7 +153,12 @@ impl Session {
                 ctl = self.control.recv() => Box::pin(self.handle_control(ctl)).await,
                 incoming = source.next() => match incoming {
                     Incoming::Frame(frame) => Box::pin(self.handle_frame(&frame)).await,
-                    Incoming::Binary | Incoming::TooLarge | Incoming::Invalid => Err(Disconnect::BAD_REQUEST),
+                    // Protobuf reads every message as records, whatever its opcode (as
+                    // Centrifugo does); JSON takes text frames only.
+                    Incoming::Binary(frame) if self.protocol == Protocol::Protobuf => {
+                        Box::pin(self.handle_frame(&frame)).await
+                    }
+                    Incoming::Binary(_) | Incoming::TooLarge | Incoming::Invalid => Err(Disconnect::BAD_REQUEST),
                     Incoming::Closed => Err(Disconnect::CONNECTION_CLOSED),
                 },
                 _ = tokio::time::sleep_until(deadline.into()) => Box::pin(self.on_timer(Instant::now())).await,
@@ -234,7 +241,7 @@ impl Session {
             return Err(Disconnect::SUBSCRIPTION_EXPIRED);
         }
         if self.next_ping.is_some_and(|p| now >= p) {
-            self.send(Bytes::from_static(b"{}"));
+            self.send(self.protocol.ping());
             if self.pong_deadline.is_none() {
                 self.pong_deadline = Some(now + self.node.client.pong_timeout);
             }
@@ -260,7 +267,7 @@ impl Session {
         }
     }
 
-    fn client_info(&self, chan_info: Option<RawJson>) -> ClientInfo {
+    fn client_info(&self, chan_info: Option<Payload>) -> ClientInfo {
         let (user, conn_info) = match &self.connected {
             Some(c) => (c.handle.user.clone(), c.conn_info.clone()),
             None => (String::new(), None),
@@ -280,17 +287,13 @@ impl Session {
         match ctl {
             SessionControl::Disconnect(d) => Err(d),
             SessionControl::Subscribe { channel } => self.server_subscribe(&channel).await,
-            SessionControl::Unsubscribe { channel } => {
-                self.server_unsubscribe(&channel).await;
-                Ok(())
-            }
+            SessionControl::Unsubscribe { channel } => self.server_unsubscribe(&channel).await,
             SessionControl::InsufficientState { channel } => self.recover_channel(&channel).await,
             SessionControl::Refresh { expired, expire_at } => {
                 if expired {
                     return Err(Disconnect::EXPIRED);
                 }
-                self.apply_server_refresh(expire_at);
-                Ok(())
+                self.apply_server_refresh(expire_at)
             }
         }
     }
@@ -310,10 +313,22 @@ impl Session {
         }
     }
 
-    fn encode_reply(out: &mut Vec<u8>, reply: &Reply) {
-        if !out.is_empty() {
-            out.push(b'\n');
-        }
-        reply.encode_into(out);
+    /// Appends a reply to the frame being built. A reply that cannot be encoded for this
+    /// connection (a binary payload for a JSON client) closes it with 3506.
+    /// The replies before it in `out` are sent first.
+    fn encode_reply(&self, out: &mut Vec<u8>, reply: &Reply) -> Result<(), Disconnect> {
+        self.protocol.append_reply(out, reply).map_err(|e| {
+            tracing::info!(client = %self.client_id, error = %e, "reply cannot be encoded");
+            self.send_replies(out);
+            Disconnect::INAPPROPRIATE_PROTOCOL
+        })
+    }
+
+    /// A push for this connection; one that cannot be encoded for it closes it with 3506.
+    fn push(&self, channel: &str, body: &PushBody<'_>) -> Result<Bytes, Disconnect> {
+        self.protocol.encode_push(channel, body).map_err(|e| {
+            tracing::info!(client = %self.client_id, channel, error = %e, "push cannot be encoded");
+            Disconnect::INAPPROPRIATE_PROTOCOL
+        })
     }
 }

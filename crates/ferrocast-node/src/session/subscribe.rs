@@ -77,7 +77,7 @@ impl Session {
         &mut self,
         req: SubscribeRequest,
         server_side: bool,
-        chan_info: Option<RawJson>,
+        chan_info: Option<Payload>,
         expires_at: Option<i64>,
     ) -> Result<(SubscribeResult, LiveSub), ProtocolError> {
         let node = self.node.clone();
@@ -193,34 +193,34 @@ impl Session {
     }
 
     /// Queues `reply` (after the replies already in `out`) and then lets the new
-    /// subscriptions deliver; finally announces the joins. Returns the channels whose held
-    /// publications showed a gap: they must recover at once.
+    /// subscriptions deliver; announces the joins; a subscription whose held publications
+    /// showed a gap recovers at once.
     pub(super) async fn go_live_all(
-        &self,
+        &mut self,
         out: &mut Vec<u8>,
         reply: &Reply,
         subs: Vec<LiveSub>,
-    ) -> Vec<String> {
-        Self::encode_reply(out, reply);
+    ) -> Result<(), Disconnect> {
+        self.encode_reply(out, reply)?;
         let mut frame = Some(Bytes::from(std::mem::take(out)));
         let mut gaps = Vec::new();
-        if subs.is_empty() {
-            if let Some(f) = frame {
-                self.send(f);
-            }
-            return gaps;
-        }
         for live in &subs {
             if live.subscriber.go_live(frame.take(), live.position.clone()) {
                 gaps.push(live.channel.clone());
             }
+        }
+        if let Some(f) = frame {
+            self.send(f);
         }
         for live in subs {
             if let Some(info) = live.join {
                 self.node.publish_join(&live.channel, &info).await;
             }
         }
-        gaps
+        for channel in gaps {
+            self.recover_channel(&channel).await?;
+        }
+        Ok(())
     }
 
     /// The `unsubscribe` command.
@@ -242,7 +242,7 @@ impl Session {
         };
         match self.subscribe_channel(req, true, None, None).await {
             Ok((result, live)) => {
-                let frame = encode_push(channel, &PushBody::Subscribe(&result));
+                let frame = self.push(channel, &PushBody::Subscribe(&result))?;
                 if live.subscriber.go_live(Some(frame), live.position.clone()) {
                     return self.recover_channel(channel).await;
                 }
@@ -258,22 +258,23 @@ impl Session {
     }
 
     /// An unsubscription requested through the server API.
-    pub(super) async fn server_unsubscribe(&mut self, channel: &str) {
+    pub(super) async fn server_unsubscribe(&mut self, channel: &str) -> Result<(), Disconnect> {
         let Some(c) = self.connected.as_mut() else {
-            return;
+            return Ok(());
         };
         let handle = c.handle.clone();
         if let Some(sub) = c.subs.remove(channel) {
             self.release_subscription(channel, sub, &handle).await;
-            let frame = encode_push(
+            let frame = self.push(
                 channel,
                 &PushBody::Unsubscribe {
                     code: unsubscribe::SERVER,
                     reason: "server unsubscribe",
                 },
-            );
+            )?;
             handle.send(frame);
         }
+        Ok(())
     }
 
     /// The engine may have missed publications of `channel`: the hub already stopped
@@ -292,13 +293,13 @@ impl Session {
         if server_side {
             return Err(Disconnect::INSUFFICIENT_STATE);
         }
-        handle.send(encode_push(
+        handle.send(self.push(
             channel,
             &PushBody::Unsubscribe {
                 code: unsubscribe::INSUFFICIENT_STATE,
                 reason: "insufficient state",
             },
-        ));
+        )?);
         Ok(())
     }
 

@@ -23,6 +23,7 @@
 //! The JSON variant lives in [`crate::command`] and [`crate::reply`]; this module does not
 //! change or depend on it.
 
+pub mod convert;
 mod framing;
 #[cfg(test)]
 mod tests;
