@@ -48,9 +48,19 @@ impl Client {
         url: &str,
         origin: Option<&str>,
     ) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
+        let headers: Vec<(&str, &str)> = origin.map(|o| ("Origin", o)).into_iter().collect();
+        Self::open_with_headers(url, &headers).await
+    }
+
+    /// Opens a connection whose upgrade request carries `headers`.
+    pub async fn open_with_headers(
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
         let mut req = url.into_client_request()?;
-        if let Some(o) = origin {
-            req.headers_mut().insert("Origin", o.parse().unwrap());
+        for (k, v) in headers {
+            let name = http::HeaderName::try_from(*k).expect("header name");
+            req.headers_mut().insert(name, v.parse().unwrap());
         }
         let (ws, _) = connect_async(req).await?;
         Ok(Client {

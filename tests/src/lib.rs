@@ -1,7 +1,9 @@
 //! Test harness: starts real `ferrocast` node processes on free ports and talks to them
 //! with real WebSocket and HTTP clients.
 
+pub mod backend;
 pub mod client;
+pub mod compat;
 pub mod faults;
 pub mod node;
 pub mod otlp;
@@ -10,6 +12,7 @@ pub mod proxy;
 pub mod recovering;
 pub mod redis;
 
+pub use backend::Backend;
 pub use client::Client;
 pub use node::{NodeProcess, base_config, http_request, token};
 pub use pbclient::PbClient;

@@ -9,89 +9,29 @@
 //! three on a Redis Cluster. Install their dependencies with tests/compat/setup.sh
 //! (scripts/test.sh does it).
 
+use ferrocast_tests::compat::{Sdk, compat_dir};
 use ferrocast_tests::{Backplane, NodeProcess, RedisProcess};
-use std::path::PathBuf;
-use std::process::Stdio;
-use std::time::Duration;
 
-fn compat_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("compat")
-}
-
-/// A real SDK and the protocol it speaks.
-#[derive(Clone, Copy)]
-enum Sdk {
-    Js,
-    Python,
-}
-
-impl Sdk {
-    /// The program and script, after checking that the SDK is installed.
-    fn command(self) -> (String, &'static str) {
-        let dir = compat_dir();
-        match self {
-            Sdk::Js => {
-                assert!(
-                    dir.join("node_modules/centrifuge").exists(),
-                    "centrifuge (npm) is not installed: run tests/compat/setup.sh"
-                );
-                ("node".into(), "js_client.mjs")
-            }
-            Sdk::Python => {
-                let python = dir.join(".venv/bin/python");
-                assert!(
-                    python.exists(),
-                    "centrifuge-python is not installed: run tests/compat/setup.sh"
-                );
-                (python.to_string_lossy().into_owned(), "python_client.py")
-            }
-        }
-    }
-}
-
-/// Runs an SDK's script in `protocol` (`json` or `protobuf`) against `nodes`: the first
-/// client and the API calls use the first node; with more nodes, the second client connects
-/// to the last one and the publications made while the first client is offline go through
-/// its API.
+/// Runs an SDK's compatibility script in `protocol` (`json` or `protobuf`) against
+/// `nodes`: the first client and the API calls use the first node; with more nodes, the
+/// second client connects to the last one and the publications made while the first client
+/// is offline go through its API.
 async fn run_script(sdk: Sdk, protocol: &str, nodes: &[&NodeProcess]) {
-    let (program, script) = sdk.command();
-    let dir = compat_dir();
+    let script = match sdk {
+        Sdk::Js => "js_client.mjs",
+        Sdk::Python => "python_client.py",
+    };
     let (first, second) = (nodes[0], nodes[nodes.len() - 1]);
-    let mut cmd = tokio::process::Command::new(&program);
-    cmd.arg(dir.join(script))
-        .current_dir(&dir)
-        .env("COMPAT_WS_URL", first.ws_url())
-        .env("COMPAT_API_URL", format!("http://{}/api", first.addr))
-        .env("COMPAT_WS_URL_2", second.ws_url())
-        .env("COMPAT_API_URL_2", format!("http://{}/api", second.addr))
-        .env("COMPAT_API_KEY", "compat-api-key")
-        .env("COMPAT_HMAC_SECRET", "compat-secret")
-        .env("COMPAT_PROTOCOL", protocol)
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
-        .await
-        .unwrap_or_else(|_| panic!("{script} ({protocol}) did not finish within 60 s"))
-        .unwrap_or_else(|e| {
-            panic!("cannot run {program} {script}: {e} (run tests/compat/setup.sh)")
-        });
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "{script} ({protocol}) failed ({}):\n{stdout}\n{stderr}\nnode logs:\n{}",
-        out.status,
-        nodes
-            .iter()
-            .map(|n| n.log_text())
-            .collect::<Vec<_>>()
-            .join("\n---\n")
-    );
-    assert!(
-        stdout.contains("PASS"),
-        "{script} printed no step: {stdout}"
-    );
+    let env = [
+        ("COMPAT_WS_URL", first.ws_url()),
+        ("COMPAT_API_URL", format!("http://{}/api", first.addr)),
+        ("COMPAT_WS_URL_2", second.ws_url()),
+        ("COMPAT_API_URL_2", format!("http://{}/api", second.addr)),
+        ("COMPAT_API_KEY", "compat-api-key".to_string()),
+        ("COMPAT_HMAC_SECRET", "compat-secret".to_string()),
+        ("COMPAT_PROTOCOL", protocol.to_string()),
+    ];
+    ferrocast_tests::compat::run_script(sdk, script, &env, nodes).await;
 }
 
 /// One node with the compatibility config.

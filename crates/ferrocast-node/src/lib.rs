@@ -19,6 +19,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod node;
 pub mod outbox;
+pub mod proxy;
 pub mod ratelimit;
 pub mod session;
 pub mod subscriber;

@@ -35,6 +35,12 @@ pub const PUSH_ENCODINGS: &str = "ferrocast_push_encodings_total";
 /// client: close 3506).
 pub const INAPPROPRIATE_PROTOCOL_CLOSES: &str = "ferrocast_inappropriate_protocol_closes_total";
 
+/// Proxy hook calls, by `hook`, `proxy` (name) and `result` (ok, error, disconnect,
+/// timeout, failed).
+pub const PROXY_CALLS: &str = "ferrocast_proxy_calls_total";
+/// Duration of proxy hook calls (seconds), by `hook` and `proxy`.
+pub const PROXY_DURATION: &str = "ferrocast_proxy_call_duration_seconds";
+
 /// TCP connections refused before HTTP, by `reason`.
 pub const CONNECTIONS_REFUSED: &str = "ferrocast_connections_refused_total";
 
@@ -46,6 +52,14 @@ pub fn push_encoded(protocol: &'static str) {
 /// Records connections closed with 3506 because a payload was not JSON.
 pub fn inappropriate_protocol_closed(n: usize) {
     metrics::counter!(INAPPROPRIATE_PROTOCOL_CLOSES).increment(n as u64);
+}
+
+/// Records one proxy hook call.
+pub fn proxy_call(hook: &'static str, proxy: &str, result: &'static str, took: Duration) {
+    metrics::counter!(PROXY_CALLS, "hook" => hook, "proxy" => proxy.to_string(), "result" => result)
+        .increment(1);
+    metrics::histogram!(PROXY_DURATION, "hook" => hook, "proxy" => proxy.to_string())
+        .record(took.as_secs_f64());
 }
 
 /// Records a refused connection.

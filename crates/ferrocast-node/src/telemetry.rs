@@ -115,6 +115,14 @@ pub fn ingest_span(id: &str, method: &str, traceparent: Option<&str>) -> Span {
     span
 }
 
+/// Span of one proxy hook call to the application backend.
+pub fn proxy_span(hook: &str, proxy: &str) -> Span {
+    if !enabled() {
+        return Span::none();
+    }
+    tracing::info_span!(target: TARGET, "proxy", otel.kind = "client", proxy.hook = hook, proxy.name = proxy)
+}
+
 /// Span of one publish into the engine.
 pub fn publish_span(channel: &str) -> Span {
     if !enabled() {

@@ -193,6 +193,8 @@ pub mod unsubscribe {
     pub const SERVER: u32 = 2000;
     /// 2500: the server lost the subscription's state; resubscribe and recover.
     pub const INSUFFICIENT_STATE: u32 = 2500;
+    /// 2501: the subscription expired and the server could not extend it; resubscribe.
+    pub const EXPIRED: u32 = 2501;
 }
 
 #[cfg(test)]

@@ -5,7 +5,9 @@
 //! Unknown keys, unknown `FERROCAST_` variables and invalid values are refused with a
 //! message naming the key.
 
-use ferrocast_node::config::{ChannelConfig, ClientConfig, NodeConfig};
+use ferrocast_node::config::{
+    ChannelConfig, ClientConfig, NamedProxyConfig, NodeConfig, RpcConfig,
+};
 use ferrocast_node::duration::serde_str;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -217,6 +219,10 @@ pub struct Config {
     pub http_api: HttpApiConfig,
     /// Channels and namespaces.
     pub channel: ChannelConfig,
+    /// RPC namespaces and their proxy.
+    pub rpc: RpcConfig,
+    /// Named proxies that namespaces refer to.
+    pub proxies: Vec<NamedProxyConfig>,
     /// Engine.
     pub engine: EngineConfig,
     /// Graceful shutdown.
@@ -516,6 +522,8 @@ impl Config {
         }
         ferrocast_node::auth::TokenVerifier::new(&self.client.token)
             .map_err(ConfigError::Invalid)?;
+        ferrocast_node::proxy::Proxies::new(&self.client, &self.channel, &self.rpc, &self.proxies)
+            .map_err(ConfigError::Invalid)?;
         Ok(())
     }
 }
@@ -542,6 +550,38 @@ mod tests {
             serde_json::to_value(&cfg).unwrap(),
             serde_json::to_value(Config::default()).unwrap()
         );
+    }
+
+    #[test]
+    fn proxy_settings_are_checked_with_the_key_named() {
+        let check = |text: &str| {
+            load_str(text, &[])
+                .and_then(|c| c.validate().map(|_| c))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        assert!(
+            check("[client.proxy.connect]\nenabled = true\nendpoint = \"http://b:3000/connect\"\n")
+                .is_ok()
+        );
+        let e = check("[client.proxy.connect]\nenabled = true\n").unwrap_err();
+        assert!(e.contains("client.proxy.connect.endpoint"), "{e}");
+        let e = check("[client.proxy.connect]\nenabled = true\nendpoint = \"grpc://b:1\"\n")
+            .unwrap_err();
+        assert!(e.contains("gRPC"), "{e}");
+        let e = check("[client.proxy.connect]\nenpoint = \"x\"\n").unwrap_err();
+        assert!(e.contains("enpoint"), "{e}");
+        let e = check("[[channel.namespaces]]\nname = \"a\"\nsubscribe_proxy_enabled = true\n")
+            .unwrap_err();
+        assert!(e.contains("channel.proxy.subscribe.endpoint"), "{e}");
+        let e = check("[[channel.namespaces]]\nname = \"a\"\npublish_proxy_enabled = true\npublish_proxy_name = \"x\"\n").unwrap_err();
+        assert!(e.contains("no proxy named \"x\""), "{e}");
+        assert!(check("[[proxies]]\nname = \"x\"\nendpoint = \"http://b/p\"\n[[channel.namespaces]]\nname = \"a\"\npublish_proxy_enabled = true\npublish_proxy_name = \"x\"\n").is_ok());
+        let e = check("[rpc.without_namespace]\nproxy_enabled = true\n").unwrap_err();
+        assert!(e.contains("rpc.proxy.endpoint"), "{e}");
+        let e =
+            check("[[proxies]]\nname = \"x\"\nendpoint = \"http://b/p\"\nbogus = 1\n").unwrap_err();
+        assert!(e.contains("bogus"), "{e}");
     }
 
     #[test]

@@ -130,12 +130,15 @@ fn upgrade(state: Arc<AppState>, mut req: Request<Incoming>) -> Response<Body> {
         Err(e) => return respond(StatusCode::BAD_REQUEST, "text/plain", e.to_string()),
     };
     let (protocol, subprotocol) = websocket::select_protocol(req.headers(), req.uri().query());
+    let headers = websocket::proxied_headers(req.headers(), state.node.proxies.header_names());
     let on_upgrade = hyper::upgrade::on(&mut req);
     let node = state.node.clone();
     let tracker = state.sockets.clone();
     state.sockets.spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => websocket::serve_socket(node, upgraded, tracker, protocol).await,
+            Ok(upgraded) => {
+                websocket::serve_socket(node, upgraded, tracker, protocol, headers).await
+            }
             Err(e) => tracing::debug!(error = %e, "upgrade failed"),
         }
     });

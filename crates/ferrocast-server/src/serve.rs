@@ -72,6 +72,8 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             name: cfg.node.name.clone(),
             client: cfg.client.clone(),
             channel: cfg.channel.clone(),
+            rpc: cfg.rpc.clone(),
+            proxies: cfg.proxies.clone(),
         },
         engine,
     )

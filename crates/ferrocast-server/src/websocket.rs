@@ -156,6 +156,22 @@ pub fn select_protocol(
     (protocol, echo)
 }
 
+/// The headers of the upgrade request named in `names` (lower case), which the proxies
+/// send on to the backend; repeated headers are joined with `, `.
+pub fn proxied_headers(headers: &HeaderMap, names: &[String]) -> Vec<(String, String)> {
+    names
+        .iter()
+        .filter_map(|name| {
+            let values: Vec<&str> = headers
+                .get_all(name.as_str())
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            (!values.is_empty()).then(|| (name.clone(), values.join(", ")))
+        })
+        .collect()
+}
+
 /// The 101 response for an accepted upgrade, echoing `subprotocol` when given.
 pub fn switching_protocols<B: Default>(
     accept: String,
@@ -181,6 +197,7 @@ pub async fn serve_socket(
     upgraded: Upgraded,
     tracker: TaskTracker,
     protocol: Protocol,
+    headers: Vec<(String, String)>,
 ) {
     // Take the TCP stream back from hyper: reads go through tungstenite (frame parsing,
     // unmasking, limits), writes go straight to the socket (see `wsframe`).
@@ -209,7 +226,7 @@ pub async fn serve_socket(
         inner: read,
     };
     let ws = WebSocketStream::from_raw_socket(reader, Role::Server, Some(config)).await;
-    let (session, outbox) = Session::new(node, protocol);
+    let (session, outbox) = Session::new(node, protocol, headers);
     let framing = wsframe::Framing::of(protocol);
     let mut writer = tracker.spawn(write_loop(write, outbox.clone(), framing));
     let reason = session.run(WsSource { stream: ws, outbox }).await;

@@ -13,9 +13,10 @@ mod operations;
 use crate::auth::TokenVerifier;
 use crate::channels::ChannelRules;
 use crate::cluster::{self, Identity};
-use crate::config::{ChannelConfig, ChannelOptions, ClientConfig};
+use crate::config::{ChannelConfig, ChannelOptions, ClientConfig, NamedProxyConfig, RpcConfig};
 use crate::hub::{Hub, HubStats};
 use crate::metrics as m;
+use crate::proxy::Proxies;
 use crate::survey::Surveys;
 use crate::telemetry;
 use events::NodeEvents;
@@ -55,6 +56,10 @@ pub struct NodeOptions {
     pub client: ClientConfig,
     /// Channel settings.
     pub channel: ChannelConfig,
+    /// RPC namespaces and their proxy.
+    pub rpc: RpcConfig,
+    /// Named proxies (`proxies[]`).
+    pub proxies: Vec<NamedProxyConfig>,
 }
 
 /// One ferrocast node.
@@ -64,6 +69,8 @@ pub struct Node {
     pub client: ClientConfig,
     /// Token verification.
     pub verifier: TokenVerifier,
+    /// The application backend's proxy hooks.
+    pub proxies: Proxies,
     rules: ChannelRules,
     hub: Arc<Hub>,
     engine: Arc<dyn Engine>,
@@ -110,6 +117,8 @@ impl Node {
         opts.client.validate().map_err(NodeError::Config)?;
         opts.channel.validate().map_err(NodeError::Config)?;
         let verifier = TokenVerifier::new(&opts.client.token).map_err(NodeError::Config)?;
+        let proxies = Proxies::new(&opts.client, &opts.channel, &opts.rpc, &opts.proxies)
+            .map_err(NodeError::Config)?;
         let identity = Identity::new(opts.name);
         let hub = Arc::new(Hub::new());
         let stop = CancellationToken::new();
@@ -146,6 +155,7 @@ impl Node {
             identity,
             client: opts.client,
             verifier,
+            proxies,
             rules: ChannelRules::new(opts.channel),
             hub,
             engine,

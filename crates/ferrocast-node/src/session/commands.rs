@@ -93,13 +93,13 @@ impl Session {
                     self.client_unsubscribe(&req.channel).await;
                     Ok(ReplyResult::Unsubscribe)
                 }
-                Method::Publish(req) => self.publish(req).await,
+                Method::Publish(req) => self.publish(req).await?,
                 Method::Presence(req) => self.presence(&req.channel).await,
                 Method::PresenceStats(req) => self.presence_stats(&req.channel).await,
                 Method::History(req) => self.history(req).await,
                 Method::Ping => Ok(ReplyResult::Ping),
                 Method::Send(_) => continue,
-                Method::Rpc(_) => Err(ProtocolError::new(ErrorCode::MethodNotFound)),
+                Method::Rpc(req) => self.proxy_rpc(req).await?,
                 Method::Refresh(req) => self.refresh(&req.token)?,
                 Method::SubRefresh(req) => self.sub_refresh(req)?,
                 Method::Empty => Err(ProtocolError::with_message(
@@ -147,31 +147,57 @@ impl Session {
             || (p.anonymous && user.is_empty())
     }
 
-    async fn publish(&mut self, req: PublishRequest) -> Result<ReplyResult, ProtocolError> {
-        let opts: ChannelOptions = self.node.channel_options(&req.channel)?.clone();
-        let allowed = self.permitted(
-            &req.channel,
-            Permission {
-                subscriber: opts.allow_publish_for_subscriber,
-                client: opts.allow_publish_for_client,
-                anonymous: opts.allow_publish_for_anonymous,
-            },
-        );
-        if !allowed {
-            return Err(ProtocolError::new(ErrorCode::PermissionDenied));
-        }
+    /// `publish`. The outer error closes the connection (a publish proxy may say so).
+    async fn publish(
+        &mut self,
+        req: PublishRequest,
+    ) -> Result<Result<ReplyResult, ProtocolError>, Disconnect> {
+        let opts: ChannelOptions = match self.node.channel_options(&req.channel) {
+            Ok(o) => o.clone(),
+            Err(e) => return Ok(Err(e)),
+        };
         let chan_info = self
             .connected
             .as_ref()
             .and_then(|c| c.subs.get(&req.channel))
             .and_then(|s| s.chan_info.clone());
-        let params = PublishParams {
-            data: req.data,
-            info: Some(self.client_info(chan_info)),
-            ..Default::default()
+        let info = self.client_info(chan_info);
+        let params = if opts.publish_proxy_enabled {
+            // The backend decides, instead of the namespace's permissions.
+            match self
+                .proxy_publish(&opts, &req.channel, req.data, info)
+                .await?
+            {
+                Ok(p) => p,
+                Err(e) => return Ok(Err(e)),
+            }
+        } else {
+            if !self.may_publish(&req.channel, &opts) {
+                return Ok(Err(ProtocolError::new(ErrorCode::PermissionDenied)));
+            }
+            PublishParams {
+                data: req.data,
+                info: Some(info),
+                ..Default::default()
+            }
         };
-        self.node.publish(&req.channel, params).await?;
-        Ok(ReplyResult::Publish)
+        Ok(self
+            .node
+            .publish(&req.channel, params)
+            .await
+            .map(|_| ReplyResult::Publish))
+    }
+
+    /// Whether the namespace's permissions let this client publish into `channel`.
+    fn may_publish(&self, channel: &str, opts: &ChannelOptions) -> bool {
+        self.permitted(
+            channel,
+            Permission {
+                subscriber: opts.allow_publish_for_subscriber,
+                client: opts.allow_publish_for_client,
+                anonymous: opts.allow_publish_for_anonymous,
+            },
+        )
     }
 
     /// Whether this client may ask for presence in `channel` (108 when off there).

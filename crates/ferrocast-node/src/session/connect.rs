@@ -1,6 +1,7 @@
-//! The `connect` command: authentication, limits and server-side subscriptions.
+//! The `connect` command: authentication (connection token or connect proxy), limits and
+//! server-side subscriptions.
 
-use super::subscribe::LiveSub;
+use super::subscribe::{Grant, LiveSub};
 use super::{Connected, Session, ttl_until};
 use crate::auth::{ConnectClaims, TokenError};
 use crate::control::ClientHandle;
@@ -8,6 +9,44 @@ use ferrocast_protocol::*;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
+
+/// Who a connection is and what it gets, from its token or from the connect proxy.
+#[derive(Debug, Default)]
+pub(super) struct Credentials {
+    /// User id (empty: anonymous).
+    pub user: String,
+    /// Expiry (Unix seconds).
+    pub expires_at: Option<i64>,
+    /// Connection info.
+    pub info: Option<Payload>,
+    /// Data for the connect result.
+    pub data: Option<Payload>,
+    /// Server-side subscriptions, each with what it was granted with.
+    pub subs: Vec<(String, Grant)>,
+    /// Connection meta (connect proxy).
+    pub meta: Option<Payload>,
+}
+
+impl From<ConnectClaims> for Credentials {
+    fn from(c: ConnectClaims) -> Self {
+        let server_side = || Grant {
+            server_side: true,
+            ..Default::default()
+        };
+        Credentials {
+            user: c.sub,
+            expires_at: c.exp,
+            info: c.info,
+            data: None,
+            subs: c
+                .channels
+                .into_iter()
+                .map(|ch| (ch, server_side()))
+                .collect(),
+            meta: None,
+        }
+    }
+}
 
 impl Session {
     /// Authenticates the connection and registers it. The outer error closes the
@@ -20,15 +59,9 @@ impl Session {
         if node.is_draining() {
             return Err(Disconnect::SHUTDOWN);
         }
-        let claims = if req.token.is_empty() {
-            if !node.client.insecure {
-                tracing::info!(client = %self.client_id, "connect without token refused");
-                return Err(Disconnect::INVALID_TOKEN);
-            }
-            ConnectClaims::default()
-        } else {
+        let creds: Credentials = if !req.token.is_empty() {
             match node.verifier.verify_connect(&req.token) {
-                Ok(c) => c,
+                Ok(c) => c.into(),
                 Err(TokenError::Expired) => {
                     return Ok(Err(ProtocolError::new(ErrorCode::TokenExpired)));
                 }
@@ -37,15 +70,25 @@ impl Session {
                     return Err(Disconnect::INVALID_TOKEN);
                 }
             }
+        } else if let Some(proxy) = node.proxies.connect() {
+            match self.proxy_connect(proxy, &req).await? {
+                Ok(c) => c,
+                Err(e) => return Ok(Err(e)),
+            }
+        } else if node.client.insecure {
+            Credentials::default()
+        } else {
+            tracing::info!(client = %self.client_id, "connect without token refused");
+            return Err(Disconnect::INVALID_TOKEN);
         };
         if node.at_connection_limit() {
             return Err(Disconnect::CONNECTION_LIMIT);
         }
-        if claims.channels.len() > node.client.channel_limit as usize {
+        if creds.subs.len() > node.client.channel_limit as usize {
             return Err(Disconnect::CHANNEL_LIMIT);
         }
-        if !claims.sub.is_empty() {
-            match node.add_user_connection(&claims.sub, &self.client_id).await {
+        if !creds.user.is_empty() {
+            match node.add_user_connection(&creds.user, &self.client_id).await {
                 Ok(true) => {}
                 Ok(false) => return Err(Disconnect::CONNECTION_LIMIT),
                 Err(e) => return Ok(Err(e)),
@@ -53,16 +96,21 @@ impl Session {
         }
         let handle = Arc::new(ClientHandle {
             id: self.client_id.clone(),
-            user: claims.sub.clone(),
+            user: creds.user.clone(),
             protocol: self.protocol,
             outbox: self.outbox.clone(),
             control: self.control.clone(),
         });
         node.add_client(handle.clone());
+        // With a refresh proxy the server extends connections itself: the client is not
+        // told about the expiry.
+        let server_refresh = node.proxies.refresh().is_some();
         self.connected = Some(Connected {
             handle,
-            conn_info: claims.info.clone(),
-            expires_at: claims.exp,
+            conn_info: creds.info.clone(),
+            expires_at: creds.expires_at,
+            server_refresh,
+            meta: creds.meta,
             subs: HashMap::new(),
         });
         let now = Instant::now();
@@ -72,12 +120,12 @@ impl Session {
         let mut subs = BTreeMap::new();
         let mut live = Vec::new();
         let mut recover_requests = req.subs;
-        for channel in &claims.channels {
-            let mut sub_req = recover_requests.remove(channel).unwrap_or_default();
+        for (channel, grant) in creds.subs {
+            let mut sub_req = recover_requests.remove(&channel).unwrap_or_default();
             sub_req.channel = channel.clone();
-            match self.subscribe_channel(sub_req, true, None, None).await {
+            match self.subscribe_channel(sub_req, grant).await {
                 Ok((result, l)) => {
-                    subs.insert(channel.clone(), result);
+                    subs.insert(channel, result);
                     live.push(l);
                 }
                 Err(e) if e.code == ErrorCode::LimitExceeded.code() => {
@@ -88,15 +136,15 @@ impl Session {
                 }
             }
         }
-        let ttl = ttl_until(claims.exp);
-        tracing::debug!(client = %self.client_id, user = %claims.sub, "connected");
+        let client_expiry = creds.expires_at.filter(|_| !server_refresh);
+        tracing::debug!(client = %self.client_id, user = %creds.user, "connected");
         Ok(Ok((
             ConnectResult {
                 client: self.client_id.clone(),
                 version: crate::node::VERSION.to_string(),
-                expires: claims.exp.is_some(),
-                ttl,
-                data: None,
+                expires: client_expiry.is_some(),
+                ttl: ttl_until(client_expiry),
+                data: creds.data,
                 subs,
                 ping: node.client.ping_interval.as_secs().max(1) as u32,
                 pong: true,

@@ -8,6 +8,7 @@
 
 mod commands;
 mod connect;
+mod proxied;
 mod subscribe;
 
 use crate::control::{ClientHandle, ControlQueue, SessionControl};
@@ -54,6 +55,8 @@ struct SubState {
     join_leave: bool,
     chan_info: Option<Payload>,
     expires_at: Option<i64>,
+    /// Refreshed by the server through the sub_refresh proxy at `expires_at`.
+    server_refresh: bool,
 }
 
 /// State that exists once `connect` succeeded.
@@ -61,6 +64,10 @@ struct Connected {
     handle: Arc<ClientHandle>,
     conn_info: Option<Payload>,
     expires_at: Option<i64>,
+    /// Refreshed by the server through the refresh proxy at `expires_at`.
+    server_refresh: bool,
+    /// Connection meta from the connect proxy, sent with later hooks that want it.
+    meta: Option<Payload>,
     subs: HashMap<String, SubState>,
 }
 
@@ -98,6 +105,8 @@ impl RateLimiter {
 pub struct Session {
     node: Arc<Node>,
     protocol: Protocol,
+    /// Headers of the upgrade request that some proxy sends on to the backend.
+    headers: Vec<(String, String)>,
     client_id: String,
     outbox: Arc<Outbox>,
     control: Arc<ControlQueue>,
@@ -115,9 +124,14 @@ pub(crate) fn ttl_until(exp: Option<i64>) -> u32 {
 }
 
 impl Session {
-    /// A new session for a freshly upgraded connection speaking `protocol`. The caller
-    /// spawns a writer that drains the returned outbox.
-    pub fn new(node: Arc<Node>, protocol: Protocol) -> (Session, Arc<Outbox>) {
+    /// A new session for a freshly upgraded connection speaking `protocol`, with the
+    /// upgrade request's headers named by `node.proxies.header_names()` (lower-case
+    /// names). The caller spawns a writer that drains the returned outbox.
+    pub fn new(
+        node: Arc<Node>,
+        protocol: Protocol,
+        headers: Vec<(String, String)>,
+    ) -> (Session, Arc<Outbox>) {
         let outbox = Arc::new(Outbox::new(node.client.queue_max_size));
 
         let limiter = RateLimiter::new(
@@ -129,6 +143,7 @@ impl Session {
             connect_deadline: Instant::now() + node.client.connect_timeout,
             node,
             protocol,
+            headers,
             outbox: outbox.clone(),
             control: Arc::default(),
             connected: None,
@@ -206,7 +221,35 @@ impl Session {
             self.next_presence = Some(now + self.node.client.presence_update_interval);
             self.refresh_presence().await;
         }
+        self.refresh_expired().await?;
         self.check_deadlines(now)
+    }
+
+    /// Asks the refresh and sub_refresh proxies to extend what the server refreshes and
+    /// has reached its expiry.
+    async fn refresh_expired(&mut self) -> Result<(), Disconnect> {
+        let Some(c) = &self.connected else {
+            return Ok(());
+        };
+        let unix = unix_now();
+        let due = |exp: Option<i64>| exp.is_some_and(|e| unix >= e);
+        let connection = c.server_refresh && due(c.expires_at);
+        let channels: Vec<String> = c
+            .subs
+            .iter()
+            .filter(|(_, s)| s.server_refresh && due(s.expires_at))
+            .map(|(ch, _)| ch.clone())
+            .collect();
+        if connection {
+            let node = self.node.clone();
+            if let Some(proxy) = node.proxies.refresh() {
+                self.proxy_refresh(proxy).await?;
+            }
+        }
+        for channel in channels {
+            self.proxy_sub_refresh(&channel).await?;
+        }
+        Ok(())
     }
 
     /// Re-adds presence entries so they outlive `client.presence_ttl` while connected.

@@ -11,6 +11,33 @@ use ferrocast_protocol::codes::unsubscribe;
 use ferrocast_protocol::*;
 use std::sync::Arc;
 
+/// Namespace options a proxy result may override for one subscription.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Overrides {
+    pub presence: Option<bool>,
+    pub join_leave: Option<bool>,
+    pub force_push_join_leave: Option<bool>,
+    pub force_recovery: Option<bool>,
+    pub force_positioning: Option<bool>,
+}
+
+/// What a subscription was granted with, besides the namespace's options.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Grant {
+    /// Made by the server (connect token, connect proxy, server API), not asked by the client.
+    pub server_side: bool,
+    /// Channel info of the client in this channel.
+    pub chan_info: Option<Payload>,
+    /// Expiry of the subscription (Unix seconds).
+    pub expires_at: Option<i64>,
+    /// Data sent with the subscribe result.
+    pub data: Option<Payload>,
+    /// Overridden namespace options.
+    pub overrides: Overrides,
+    /// The server refreshes it at expiry (sub_refresh proxy), not the client.
+    pub server_refresh: bool,
+}
+
 /// A subscription that buffers publications until its reply is queued.
 pub(crate) struct LiveSub {
     subscriber: Arc<Subscriber>,
@@ -30,8 +57,7 @@ impl Session {
             Ok(o) => o.clone(),
             Err(e) => return Ok(Err(e)),
         };
-        let mut chan_info = None;
-        let mut expires_at = None;
+        let mut grant = Grant::default();
         if !req.token.is_empty() {
             let claims = match self.node.verifier.verify_subscribe(&req.token) {
                 Ok(c) => c,
@@ -46,14 +72,19 @@ impl Session {
             if claims.channel != req.channel || claims.sub != self.user() {
                 return Ok(Err(ProtocolError::new(ErrorCode::PermissionDenied)));
             }
-            chan_info = claims.info;
-            expires_at = claims.exp;
+            grant.chan_info = claims.info;
+            grant.expires_at = claims.exp;
         } else if let Some(allowed) = self.node.user_limited_allows(&req.channel, self.user())
             && opts.allow_user_limited_channels
         {
             if !allowed && !self.node.client.insecure {
                 return Ok(Err(ProtocolError::new(ErrorCode::PermissionDenied)));
             }
+        } else if opts.subscribe_proxy_enabled {
+            grant = match self.proxy_subscribe(&opts, &req).await? {
+                Ok(g) => g,
+                Err(e) => return Ok(Err(e)),
+            };
         } else {
             let allowed = self.permitted(
                 &req.channel,
@@ -67,22 +98,27 @@ impl Session {
                 return Ok(Err(ProtocolError::new(ErrorCode::PermissionDenied)));
             }
         }
-        Ok(self
-            .subscribe_channel(req, false, chan_info, expires_at)
-            .await)
+        Ok(self.subscribe_channel(req, grant).await)
     }
 
     /// Subscribes this connection to a channel (permissions already checked).
     pub(super) async fn subscribe_channel(
         &mut self,
         req: SubscribeRequest,
-        server_side: bool,
-        chan_info: Option<Payload>,
-        expires_at: Option<i64>,
+        grant: Grant,
     ) -> Result<(SubscribeResult, LiveSub), ProtocolError> {
         let node = self.node.clone();
         let opts = node.channel_options(&req.channel)?.clone();
-        let info = self.client_info(chan_info.clone());
+        let o = grant.overrides;
+        let presence = o.presence.unwrap_or(opts.presence);
+        let join_leave_on = o.join_leave.unwrap_or(opts.join_leave);
+        let push_join_leave = o
+            .force_push_join_leave
+            .unwrap_or(opts.force_push_join_leave);
+        let force_recovery =
+            o.force_recovery.unwrap_or(opts.force_recovery) || o.force_positioning.unwrap_or(false);
+        let server_side = grant.server_side;
+        let info = self.client_info(grant.chan_info.clone());
         let Some(c) = self.connected.as_mut() else {
             return Err(ProtocolError::new(ErrorCode::Unauthorized));
         };
@@ -93,14 +129,17 @@ impl Session {
             return Err(ProtocolError::new(ErrorCode::LimitExceeded));
         }
         let channel = req.channel.clone();
-        let join_leave = opts.join_leave && (opts.force_push_join_leave || req.join_leave);
+        let join_leave = join_leave_on && (push_join_leave || req.join_leave);
         let recoverable = opts.history_enabled()
-            && (opts.force_recovery || req.recoverable || req.recover || server_side);
+            && (force_recovery || req.recoverable || req.recover || server_side);
         let subscriber = Arc::new(Subscriber::new(c.handle.clone(), join_leave, recoverable));
         node.add_subscriber(&channel, subscriber.clone()).await?;
+        // A subscription the server refreshes does not tell the client it expires.
+        let client_expiry = grant.expires_at.filter(|_| !grant.server_refresh);
         let mut result = SubscribeResult {
-            expires: expires_at.is_some(),
-            ttl: super::ttl_until(expires_at),
+            expires: client_expiry.is_some(),
+            ttl: super::ttl_until(client_expiry),
+            data: grant.data.clone(),
             ..Default::default()
         };
         let mut position = None;
@@ -115,9 +154,7 @@ impl Session {
                 }
             }
         }
-        if opts.presence
-            && let Err(e) = node.add_presence(&channel, &info).await
-        {
+        if presence && let Err(e) = node.add_presence(&channel, &info).await {
             tracing::warn!(channel = %channel, error = %e, "presence add failed");
         }
         let Some(c) = self.connected.as_mut() else {
@@ -128,10 +165,11 @@ impl Session {
             SubState {
                 subscriber: subscriber.clone(),
                 server_side,
-                presence: opts.presence,
-                join_leave: opts.join_leave,
-                chan_info,
-                expires_at,
+                presence,
+                join_leave: join_leave_on,
+                chan_info: grant.chan_info,
+                expires_at: grant.expires_at,
+                server_refresh: grant.server_refresh,
             },
         );
         Ok((
@@ -140,7 +178,7 @@ impl Session {
                 subscriber,
                 position,
                 channel,
-                join: opts.join_leave.then_some(info),
+                join: join_leave_on.then_some(info),
             },
         ))
     }
@@ -240,7 +278,11 @@ impl Session {
             channel: channel.to_string(),
             ..Default::default()
         };
-        match self.subscribe_channel(req, true, None, None).await {
+        let grant = Grant {
+            server_side: true,
+            ..Default::default()
+        };
+        match self.subscribe_channel(req, grant).await {
             Ok((result, live)) => {
                 let frame = self.push(channel, &PushBody::Subscribe(&result))?;
                 if live.subscriber.go_live(Some(frame), live.position.clone()) {

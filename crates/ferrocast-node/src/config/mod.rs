@@ -3,6 +3,10 @@
 //! Key names follow Centrifugo v6 so its configuration files migrate with few changes.
 //! Unknown keys are refused.
 
+mod proxy;
+
+pub use proxy::*;
+
 use crate::duration::serde_str;
 use serde::{Deserialize, Deserializer, Serialize};
 use std::time::Duration;
@@ -33,6 +37,8 @@ pub struct TokenConfig {
 pub struct ClientConfig {
     /// Token verification keys.
     pub token: TokenConfig,
+    /// Connect and refresh proxies.
+    pub proxy: ClientProxyConfig,
     /// Accept connections without a token (anonymous) and skip channel permission checks
     /// for subscribe, publish, presence and history. Development only.
     pub insecure: bool,
@@ -79,6 +85,7 @@ impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
             token: TokenConfig::default(),
+            proxy: ClientProxyConfig::default(),
             insecure: false,
             allowed_origins: Vec::new(),
             ping_interval: Duration::from_secs(25),
@@ -140,6 +147,18 @@ pub struct ChannelOptions {
     pub allow_history_for_anonymous: bool,
     /// Channels like `dialog#42,43` may be subscribed by the listed users without a token.
     pub allow_user_limited_channels: bool,
+    /// Subscriptions without a token are decided by the subscribe proxy.
+    pub subscribe_proxy_enabled: bool,
+    /// Which subscribe proxy (empty or `default`: `channel.proxy.subscribe`).
+    pub subscribe_proxy_name: String,
+    /// Client publications go through the publish proxy (which may replace the data).
+    pub publish_proxy_enabled: bool,
+    /// Which publish proxy (empty or `default`: `channel.proxy.publish`).
+    pub publish_proxy_name: String,
+    /// Expiring subscriptions are extended by the sub_refresh proxy (server-side).
+    pub sub_refresh_proxy_enabled: bool,
+    /// Which sub_refresh proxy (empty or `default`: `channel.proxy.sub_refresh`).
+    pub sub_refresh_proxy_name: String,
 }
 
 impl ChannelOptions {
@@ -200,6 +219,8 @@ impl<'de> Deserialize<'de> for Namespace {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ChannelConfig {
+    /// The proxies namespaces refer to as `default`.
+    pub proxy: ChannelProxyConfig,
     /// Options of channels without a namespace.
     pub without_namespace: ChannelOptions,
     /// Named namespaces.
@@ -211,6 +232,7 @@ pub struct ChannelConfig {
 impl Default for ChannelConfig {
     fn default() -> Self {
         ChannelConfig {
+            proxy: ChannelProxyConfig::default(),
             without_namespace: ChannelOptions::default(),
             namespaces: Vec::new(),
             max_length: 255,
