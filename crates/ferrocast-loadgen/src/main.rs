@@ -236,9 +236,9 @@ fn worker(
             let (ctx, stop) = (ctx.clone(), stop.clone());
             let h = match cfg.protocol {
                 Protocol::Centrifugo => {
-                    tokio::task::spawn_local(subscriber::run::<centrifugo::Subscriber>(
-                        ctx, i, ch, at, stop,
-                    ))
+                    tokio::task::spawn_local(subscriber::run::<
+                        centrifugo::Subscriber<centrifugo::JsonCodec>,
+                    >(ctx, i, ch, at, stop))
                 }
                 Protocol::Nats => tokio::task::spawn_local(subscriber::run::<nats::Subscriber>(
                     ctx, i, ch, at, stop,

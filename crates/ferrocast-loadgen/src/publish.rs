@@ -6,7 +6,7 @@
 //! publisher adds to `failed[channel]` what the broker refused.
 
 use crate::batch::Batch;
-use crate::centrifugo::ClientPublisher;
+use crate::centrifugo::{ClientPublisher, JsonCodec};
 use crate::config::{Config, Protocol, PublishPath};
 use crate::http::{HttpPublisher, HttpWire};
 use crate::nats::NatsPublisher;
@@ -24,7 +24,7 @@ pub enum Publisher {
     /// `--publish http`.
     Http(HttpPublisher),
     /// `--publish client`, Centrifugo protocol.
-    Client(ClientPublisher),
+    Client(ClientPublisher<JsonCodec>),
     /// `--publish client`, NATS protocol.
     Nats(NatsPublisher),
     /// `--publish redis`.
