@@ -1,10 +1,14 @@
-//! Centrifugo client protocol v2 over WebSocket: subscriber connections and the
-//! `--publish client` publisher. What is particular to an encoding is a [`Codec`] (JSON:
-//! [`JsonCodec`]); the connection logic and the accounting are shared.
+//! Centrifugo client protocol v2 over WebSocket, in either encoding (`--encoding json`:
+//! text frames of `\n`-separated JSON; `--encoding protobuf`: subprotocol
+//! `centrifuge-protobuf`, binary frames of length-prefixed records): subscriber connections
+//! and the `--publish client` publisher. What differs between the encodings is a
+//! [`Codec`]; the connection logic and the accounting are shared.
 
 mod json;
+mod pb;
 
 pub use json::JsonCodec;
+pub use pb::ProtobufCodec;
 
 use crate::batch::Batch;
 use crate::config::Target;
