@@ -6,6 +6,7 @@
 #   PIN=0 ONLY=W2 bench/run.sh   # without pinning the broker and the load generator to cores
 #   ONLY="W1 W4" bench/run.sh    # a subset (W0 W1 W1c W1n W1f W2 W3 W4 W4b W5); BENCHMARKS.md is
 #                                # only rewritten by a full run (else bench/results/partial.md)
+#   CARGO_TARGET_DIR=... bench/run.sh  # binaries built and run from that target directory
 #
 # Every process is started by this script on free 127.0.0.1 ports and stopped by pid at
 # the end (trap). The broker is pinned to core 0 and the load generator to core 1 when
@@ -71,10 +72,12 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 12000 ]; then
 fi
 
 log "building release binaries"
-cargo build --release -p ferrocast-server -p ferrocast-loadgen >&2
-FC=$ROOT/target/release/ferrocast
-LG=$ROOT/target/release/ferrocast-loadgen
-FLOOR=$ROOT/target/release/fanout-floor
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+case $TARGET_DIR in /*) ;; *) TARGET_DIR=$ROOT/$TARGET_DIR ;; esac
+CARGO_TARGET_DIR=$TARGET_DIR cargo build --release -p ferrocast-server -p ferrocast-loadgen >&2
+FC=$TARGET_DIR/release/ferrocast
+LG=$TARGET_DIR/release/ferrocast-loadgen
+FLOOR=$TARGET_DIR/release/fanout-floor
 
 NPROC=$(nproc)
 SRV_PIN=()
