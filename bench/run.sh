@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # ferrocast benchmarks on one machine, written to BENCHMARKS.md.
 #
-#   bench/run.sh                 # everything (~10-15 min on 2 cores, after the build)
+#   bench/run.sh                 # everything (~12-17 min on 2 cores, after the build)
 #   QUICK=1 bench/run.sh         # shorter steps, for trying the script
 #   PIN=0 ONLY=W2 bench/run.sh   # without pinning the broker and the load generator to cores
-#   ONLY="W1 W4" bench/run.sh    # a subset (W0 W1 W1c W1n W1f W2 W3 W4 W4b W5); BENCHMARKS.md is
-#                                # only rewritten by a full run (else bench/results/partial.md)
+#   ONLY="W1 W4" bench/run.sh    # a subset (W0 W1 W1p W1c W1n W1f W2 W3 W4 W4p W4b W5);
+#                                # BENCHMARKS.md is only rewritten by a full run (else
+#                                # bench/results/partial.md)
+#   CARGO_TARGET_DIR=... bench/run.sh  # binaries built and run from that target directory
 #
 # Every process is started by this script on free 127.0.0.1 ports and stopped by pid at
 # the end (trap). The broker is pinned to core 0 and the load generator to core 1 when
@@ -15,6 +17,8 @@
 #   W0  baseline: 1 subscriber, 100 msg/s (ferrocast and nats-server): the latency floor.
 #   W1  fan-out saturation: 2,000 subscribers on one channel, publish rate stepped up
 #       (HTTP API publish); the best rate has zero loss and p99 < 50 ms.
+#   W1p the same steps (HTTP API publish) with the subscribers speaking the Protobuf encoding
+#       (subprotocol centrifuge-protobuf, binary frames; the same JSON payload as bytes).
 #   W1c the same steps with --publish client (a WebSocket connection sending `publish`).
 #   W1n the same steps against nats-server (WebSocket listener, NATS protocol) for comparison.
 #   W1f the same steps (client publish) against `fanout-floor`, a bare loop writing each frame
@@ -24,7 +28,7 @@
 #       count meeting the W2 latency targets here; W2x: XADD to the backend command stream.
 #   W3  many channels: 10,000 subscribers over 5,000 channels, 5,000 msg/s.
 #   W4  idle memory: broker RSS before/after 10,000 idle connections, one channel each
-#       (W4n: the same against nats-server).
+#       (W4n: the same against nats-server). W4p: the same with Protobuf connections.
 #   W4b memory kept after a burst: 2,000 idle subscribers, RSS before/after 4 s at 3,000 msg/s,
 #       and 5 s after they all disconnected.
 #   W5  connection storm: 10,000 clients connecting at once, time until all subscribed.
@@ -33,7 +37,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 QUICK=${QUICK:-0}
-ALL="W0 W1 W1c W1n W1f W2 W3 W4 W4b W5"
+ALL="W0 W1 W1p W1c W1n W1f W2 W3 W4 W4p W4b W5"
 ONLY=${ONLY:-$ALL}
 WORK=$(mktemp -d /tmp/ferrocast-bench.XXXXXX)
 RESULTS=$WORK/results.jsonl
@@ -71,10 +75,12 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 12000 ]; then
 fi
 
 log "building release binaries"
-cargo build --release -p ferrocast-server -p ferrocast-loadgen >&2
-FC=$ROOT/target/release/ferrocast
-LG=$ROOT/target/release/ferrocast-loadgen
-FLOOR=$ROOT/target/release/fanout-floor
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+case $TARGET_DIR in /*) ;; *) TARGET_DIR=$ROOT/$TARGET_DIR ;; esac
+CARGO_TARGET_DIR=$TARGET_DIR cargo build --release -p ferrocast-server -p ferrocast-loadgen >&2
+FC=$TARGET_DIR/release/ferrocast
+LG=$TARGET_DIR/release/ferrocast-loadgen
+FLOOR=$TARGET_DIR/release/fanout-floor
 
 NPROC=$(nproc)
 SRV_PIN=()
@@ -339,6 +345,12 @@ if want W1; then
     stop_servers
 fi
 
+if want W1p; then
+    start_ferrocast
+    w1_steps W1p --insecure --publish http --api-key bench-api-key --encoding protobuf
+    stop_servers
+fi
+
 if want W1c; then
     start_ferrocast
     w1_steps W1c --insecure --publish client
@@ -446,6 +458,12 @@ if want W4; then
     fi
 fi
 
+if want W4p; then
+    start_ferrocast
+    idle_memory W4p 10000 personal --insecure --encoding protobuf
+    stop_servers
+fi
+
 if want W4b; then
     # Memory kept after a burst: 2,000 idle subscribers stay connected while a second load
     # generator publishes 3,000 msg/s for 4 s on their channel; RSS before / after / after
@@ -545,7 +563,7 @@ errs='((.errors // {}) | to_entries | map("\(.key)=\(.value)") | join(" ") | if 
     echo "- Pinning: broker on core 0, load generator on core 1 (\`taskset\`): ${SRV_PIN[*]:-none} / ${LG_PIN[*]:-none}"
     echo "- Broker config: \`bench/ferrocast-bench.toml\` (insecure client mode, no command rate limit, default 1 MiB"
     echo "  outbound queue, no history/presence); nats-server $NATS_V with \`bench/nats-bench.conf\`."
-    echo "  Payload: 128-byte JSON \`{\"seq\",\"ts\",\"pad\"}\`."
+    echo "  Payload: 128-byte JSON \`{\"seq\",\"ts\",\"pad\"}\` (in W1p/W4p the same bytes as Protobuf \`bytes\`)."
     echo "- Latency: publisher send time to subscriber receive time in the same load generator process (one clock),"
     echo "  including the load generator's own queuing; \"socket\" columns: to the kernel's receive timestamp at the"
     echo "  subscriber's socket (\`SO_TIMESTAMPNS\`), without the load generator's reading delay. \"loadgen CPU s\" is the load generator's CPU time for the whole"
@@ -564,10 +582,11 @@ errs='((.errors // {}) | to_entries | map("\(.key)=\(.value)") | join(" ") | if 
     echo "| workload | result |"
     echo "|---|---|"
     jq -r 'select(.workload == "W0" or .workload == "W0n") | "| \(.workload) baseline, \(if .protocol == "centrifugo" then "ferrocast" else .protocol end), 1 subscriber, \(.target_rate) msg/s | p50 \(.latency_us.p50 / 1000) ms, p99 \(.latency_us.p99 / 1000) ms, lost \(.lost) |"' "$RESULTS"
-    for w in W1 W1c W1n W1f; do
+    for w in W1 W1p W1c W1n W1f; do
         want "$w" || continue
         case $w in
             W1) d="ferrocast, HTTP API publish" ;;
+            W1p) d="ferrocast, HTTP API publish, Protobuf subscribers" ;;
             W1c) d="ferrocast, client \`publish\` over WebSocket" ;;
             W1n) d="nats-server WebSocket, \`PUB\`" ;;
             W1f) d="\`fanout-floor\`, a bare write loop and no broker: this machine's floor" ;;
@@ -579,7 +598,7 @@ errs='((.errors // {}) | to_entries | map("\(.key)=\(.value)") | join(" ") | if 
     jq -r 'select(.workload == "W2s") | "| W2s the same at 100 msg/s, \(.subscribed) subscribers | lost \(.lost), p50 \(.latency_us.p50 / 1000) ms, p99 \(.latency_us.p99 / 1000) ms, p99.9 \(.latency_us.p999 / 1000) ms (W2 targets \(if .lost == 0 and .latency_us.p99 < 10000 and .latency_us.p999 < 25000 then "met" else "not met" end)) |"' "$RESULTS"
     jq -r 'select(.workload == "W2x") | "| W2x the same, publish by XADD to the command stream, \(.target_rate) msg/s | achieved \(.publish_rate) msg/s, lost \(.lost) (not received within the 5 s drain), p50 \(.latency_us.p50 / 1000) ms, p99 \(.latency_us.p99 / 1000) ms, p99.9 \(.latency_us.p999 / 1000) ms |"' "$RESULTS"
     jq -r "select(.workload == \"W3\") | \"| W3 10,000 subscribers over 5,000 channels, \(.target_rate) msg/s | achieved \(.publish_rate) msg/s, lost \(.lost) of \(.expected), p50 \(.latency_us.p50 / 1000) ms, p99 \(.latency_us.p99 / 1000) ms, max \(.latency_us.max / 1000) ms, errors: \($errs) |\"" "$RESULTS"
-    jq -r 'select(.workload == "W4" or .workload == "W4n") | "| \(.workload) idle memory, \(if .protocol == "centrifugo" then "ferrocast" else .protocol end), \(.subscribed) connections (one channel each) | RSS \(.server_rss_before_kb) KB -> \(.server_rss_after_kb) KB: **\(.kb_per_connection) KB per connection** |"' "$RESULTS"
+    jq -r 'select(.workload == "W4" or .workload == "W4p" or .workload == "W4n") | "| \(.workload) idle memory, \(if .protocol == "centrifugo" then "ferrocast" else .protocol end)\(if .encoding == "protobuf" then " (Protobuf)" else "" end), \(.subscribed) connections (one channel each) | RSS \(.server_rss_before_kb) KB -> \(.server_rss_after_kb) KB: **\(.kb_per_connection) KB per connection** |"' "$RESULTS"
     jq -r 'select(.workload == "W4b") | "| W4b memory kept after a burst, 2,000 idle subscribers | RSS \(.rss_idle_kb) KB idle -> \(.rss_after_burst_kb) KB after \(.burst_published) msgs at 3,000 msg/s (still connected: +\(.retained_kb_per_connection) KB per connection) -> \(.rss_after_activity_kb) KB after 5 health checks (**+\(.kept_kb_per_connection) KB per connection**) -> \(.rss_after_disconnect_kb) KB after all disconnected |"' "$RESULTS"
     jq -r "select(.workload == \"W5\") | \"| W5 storm, \(.connections) clients at once | \(.subscribed) subscribed after \(.connect_secs) s (setup p50 \(.setup_ms.p50) ms, p99 \(.setup_ms.p99) ms, max \(.setup_ms.max) ms), errors: \($errs) |\"" "$RESULTS"
     echo
@@ -590,10 +609,11 @@ errs='((.errors // {}) | to_entries | map("\(.key)=\(.value)") | join(" ") | if 
         table_steps W0n | tail -n +3
         echo
     fi
-    for w in W1 W1c W1n W1f W2 W2x; do
+    for w in W1 W1p W1c W1n W1f W2 W2x; do
         want "${w%x}" || continue
         case $w in
             W1) echo "## W1 fan-out saturation: ferrocast, HTTP API publish" ;;
+            W1p) echo "## W1p fan-out saturation: ferrocast, HTTP API publish, Protobuf subscribers" ;;
             W1c) echo "## W1c fan-out saturation: ferrocast, client publish" ;;
             W1n) echo "## W1n fan-out saturation: nats-server over WebSocket (comparison)" ;;
             W1f) echo "## W1f fan-out floor: \`fanout-floor\` (no broker), client publish" ;;
@@ -635,14 +655,14 @@ errs='((.errors // {}) | to_entries | map("\(.key)=\(.value)") | join(" ") | if 
         table_steps W3
         echo
     fi
-    if want W4 || want W5; then
+    if want W4 || want W4p || want W5; then
         echo "## W4 idle memory, W5 connection storm"
         echo
         echo "| workload | server | connections | subscribed | connect s | setup p50 ms | setup p99 ms | setup max ms | RSS before KB | RSS after KB | KB per connection | errors |"
         echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
-        jq -r "select(.workload == \"W4\" or .workload == \"W4n\" or .workload == \"W5\") | \"| \(.workload) | \(.protocol) | \(.connections) | \(.subscribed) | \(.connect_secs) | \(.setup_ms.p50) | \(.setup_ms.p99) | \(.setup_ms.max) | \(.server_rss_before_kb // \"-\") | \(.server_rss_after_kb // .server_rss_kb) | \(.kb_per_connection // \"-\") | \($errs) |\"" "$RESULTS"
+        jq -r "select(.workload == \"W4\" or .workload == \"W4p\" or .workload == \"W4n\" or .workload == \"W5\") | \"| \(.workload) | \(.protocol)\(if .encoding == \"protobuf\" then \" (protobuf)\" else \"\" end) | \(.connections) | \(.subscribed) | \(.connect_secs) | \(.setup_ms.p50) | \(.setup_ms.p99) | \(.setup_ms.max) | \(.server_rss_before_kb // \"-\") | \(.server_rss_after_kb // .server_rss_kb) | \(.kb_per_connection // \"-\") | \($errs) |\"" "$RESULTS"
         echo
-        echo "W4/W4n connect at 2,500/s with one channel per connection and read the broker's \`VmRSS\`"
+        echo "W4/W4p/W4n connect at 2,500/s with one channel per connection and read the broker's \`VmRSS\`"
         echo "3 s after the last subscribe. W5 opens all connections at once (\`--connect-rate 0\`); setup is"
         echo "the time from a connection's start to its subscribe reply."
         echo

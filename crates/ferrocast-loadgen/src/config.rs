@@ -8,10 +8,19 @@ use std::time::Duration;
 /// The wire protocol of the subscribers (and of `--publish client`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Protocol {
-    /// Centrifugo client protocol v2, JSON (ferrocast, Centrifugo).
+    /// Centrifugo client protocol v2, JSON or Protobuf (ferrocast, Centrifugo).
     Centrifugo,
     /// NATS text protocol over WebSocket (nats-server `websocket {}` listener).
     Nats,
+}
+
+/// The encoding of the Centrifugo client protocol (subscribers and `--publish client`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Encoding {
+    /// Text frames of `\n`-separated JSON objects.
+    Json,
+    /// Subprotocol `centrifuge-protobuf`: binary frames of length-prefixed records.
+    Protobuf,
 }
 
 /// How publications reach the broker.
@@ -51,6 +60,8 @@ pub struct Config {
     pub targets: Vec<Target>,
     /// Wire protocol of the connections.
     pub protocol: Protocol,
+    /// Encoding of the Centrifugo protocol (JSON with `--protocol nats`, unused there).
+    pub encoding: Encoding,
     /// Publish path.
     pub publish: PublishPath,
     /// Channel (NATS: subject) names, indexed by channel number.

@@ -1,7 +1,7 @@
 //! `ferrocast-loadgen`: opens many WebSocket subscribers against ferrocast (Centrifugo
-//! client protocol v2, JSON) or nats-server (NATS protocol over WebSocket), publishes at
-//! a fixed rate through a chosen path, and prints one JSON line with delivery accounting
-//! (lost, duplicated, out of order) and end-to-end latency percentiles.
+//! client protocol v2, JSON or Protobuf) or nats-server (NATS protocol over WebSocket),
+//! publishes at a fixed rate through a chosen path, and prints one JSON line with delivery
+//! accounting (lost, duplicated, out of order) and end-to-end latency percentiles.
 //!
 //! Threads: `--threads` worker threads, each a single-threaded tokio runtime owning its
 //! connections and counters (no locks on the receive path); the main thread runs the
@@ -13,6 +13,7 @@ mod config;
 mod http;
 mod nats;
 mod pipelined;
+mod protobuf;
 mod publish;
 mod redis;
 mod replies;
@@ -24,7 +25,7 @@ mod ws;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use config::{ChannelMode, Config, Protocol, PublishPath, Target};
+use config::{ChannelMode, Config, Encoding, Protocol, PublishPath, Target};
 use hdrhistogram::Histogram;
 use stats::{ConnResult, Errors, Shared, ThreadStats, count};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -71,6 +72,10 @@ struct Args {
     channel_prefix: String,
     #[arg(long, value_enum, default_value = "centrifugo")]
     protocol: Protocol,
+    /// Encoding of the Centrifugo protocol, for the subscribers and --publish client
+    /// (protobuf: subprotocol centrifuge-protobuf, binary frames); not with --protocol nats.
+    #[arg(long, value_enum, default_value = "json")]
+    encoding: Encoding,
     #[arg(long, value_enum, default_value = "http")]
     publish: PublishPath,
     /// Messages per second (all channels together).
@@ -152,6 +157,9 @@ fn build_config(a: &Args) -> anyhow::Result<Config> {
     if (a.rate.is_nan() || a.rate <= 0.0) && !a.idle {
         bail!("--rate must be > 0");
     }
+    if a.protocol == Protocol::Nats && a.encoding != Encoding::Json {
+        bail!("--encoding applies to --protocol centrifugo only (NATS has its text protocol)");
+    }
     if a.protocol == Protocol::Centrifugo && !a.insecure {
         bail!(
             "token signing is not implemented: run the broker with client.insecure = true and pass --insecure"
@@ -186,6 +194,7 @@ fn build_config(a: &Args) -> anyhow::Result<Config> {
     Ok(Config {
         targets,
         protocol: a.protocol,
+        encoding: a.encoding,
         publish: a.publish,
         channels,
         mode: a.channels,
@@ -234,15 +243,20 @@ fn worker(
             let ch = cfg.channel_of(i);
             let at = tokio::time::Instant::from_std(at);
             let (ctx, stop) = (ctx.clone(), stop.clone());
-            let h = match cfg.protocol {
-                Protocol::Centrifugo => {
-                    tokio::task::spawn_local(subscriber::run::<centrifugo::Subscriber>(
-                        ctx, i, ch, at, stop,
-                    ))
+            let h = match (cfg.protocol, cfg.encoding) {
+                (Protocol::Centrifugo, Encoding::Json) => {
+                    tokio::task::spawn_local(subscriber::run::<
+                        centrifugo::Subscriber<centrifugo::JsonCodec>,
+                    >(ctx, i, ch, at, stop))
                 }
-                Protocol::Nats => tokio::task::spawn_local(subscriber::run::<nats::Subscriber>(
-                    ctx, i, ch, at, stop,
-                )),
+                (Protocol::Centrifugo, Encoding::Protobuf) => {
+                    tokio::task::spawn_local(subscriber::run::<
+                        centrifugo::Subscriber<centrifugo::ProtobufCodec>,
+                    >(ctx, i, ch, at, stop))
+                }
+                (Protocol::Nats, _) => tokio::task::spawn_local(
+                    subscriber::run::<nats::Subscriber>(ctx, i, ch, at, stop),
+                ),
             };
             handles.push((ch, h));
         }
@@ -471,6 +485,11 @@ fn main() -> anyhow::Result<()> {
     let out = serde_json::json!({
         "label": args.label,
         "protocol": format!("{:?}", cfg.protocol).to_lowercase(),
+        // The Centrifugo protocol's encoding (null for NATS).
+        "encoding": match cfg.protocol {
+            Protocol::Centrifugo => Some(format!("{:?}", cfg.encoding).to_lowercase()),
+            Protocol::Nats => None,
+        },
         "publish": if args.idle { "none".to_string() } else { format!("{:?}", cfg.publish).to_lowercase() },
         "channels_mode": mode,
         "channels": cfg.channels.len(),

@@ -182,7 +182,7 @@ impl Session for Subscriber {
     const UNPARSED: &'static str = "msg_unparsed";
 
     async fn setup(target: &Target, subject: &str) -> Result<(Ws, Self), String> {
-        let mut ws = open_ws(target).await?;
+        let mut ws = open_ws(target, None).await?;
         let mut reader = Reader::default();
         let first = format!("{CONNECT}SUB {subject} 1\r\nPING\r\n").into_bytes();
         until_pong(&mut ws, &mut reader, first).await?;
@@ -229,7 +229,7 @@ impl NatsPublisher {
         subjects: Rc<Vec<String>>,
         payload_size: usize,
     ) -> anyhow::Result<Self> {
-        let mut ws = open_ws(target).await.map_err(anyhow::Error::msg)?;
+        let mut ws = open_ws(target, None).await.map_err(anyhow::Error::msg)?;
         let mut reader = Reader::default();
         until_pong(
             &mut ws,

@@ -6,8 +6,8 @@
 //! publisher adds to `failed[channel]` what the broker refused.
 
 use crate::batch::Batch;
-use crate::centrifugo::ClientPublisher;
-use crate::config::{Config, Protocol, PublishPath};
+use crate::centrifugo::{ClientPublisher, JsonCodec, ProtobufCodec};
+use crate::config::{Config, Encoding, Protocol, PublishPath};
 use crate::http::{HttpPublisher, HttpWire};
 use crate::nats::NatsPublisher;
 use crate::redis::{RedisPublisher, RespWire};
@@ -23,8 +23,10 @@ const MAX_BATCH: u64 = 2_000;
 pub enum Publisher {
     /// `--publish http`.
     Http(HttpPublisher),
-    /// `--publish client`, Centrifugo protocol.
-    Client(ClientPublisher),
+    /// `--publish client`, Centrifugo protocol, JSON.
+    Client(ClientPublisher<JsonCodec>),
+    /// `--publish client`, Centrifugo protocol, Protobuf.
+    ClientProtobuf(ClientPublisher<ProtobufCodec>),
     /// `--publish client`, NATS protocol.
     Nats(NatsPublisher),
     /// `--publish redis`.
@@ -39,9 +41,14 @@ impl Publisher {
             (Protocol::Nats, PublishPath::Client) => {
                 Publisher::Nats(NatsPublisher::connect(target, channels, cfg.payload_size).await?)
             }
-            (Protocol::Centrifugo, PublishPath::Client) => Publisher::Client(
-                ClientPublisher::connect(target, channels, cfg.payload_size).await?,
-            ),
+            (Protocol::Centrifugo, PublishPath::Client) => match cfg.encoding {
+                Encoding::Json => Publisher::Client(
+                    ClientPublisher::connect(target, channels, cfg.payload_size).await?,
+                ),
+                Encoding::Protobuf => Publisher::ClientProtobuf(
+                    ClientPublisher::connect(target, channels, cfg.payload_size).await?,
+                ),
+            },
             (Protocol::Centrifugo, PublishPath::Http) => Publisher::Http(
                 HttpPublisher::connect(
                     cfg.api_addr,
@@ -81,6 +88,7 @@ impl Publisher {
         match self {
             Publisher::Http(p) => p.capacity(),
             Publisher::Client(p) => p.capacity(),
+            Publisher::ClientProtobuf(p) => p.capacity(),
             Publisher::Nats(p) => p.capacity(),
             Publisher::Redis(p) => p.capacity(),
         }
@@ -90,6 +98,7 @@ impl Publisher {
         match self {
             Publisher::Http(p) => p.send(batch).await,
             Publisher::Client(p) => p.send(batch).await,
+            Publisher::ClientProtobuf(p) => p.send(batch).await,
             Publisher::Nats(p) => p.send(batch).await,
             Publisher::Redis(p) => p.send(batch).await,
         }
@@ -99,6 +108,7 @@ impl Publisher {
         match self {
             Publisher::Http(p) => p.recv().await,
             Publisher::Client(p) => p.recv().await,
+            Publisher::ClientProtobuf(p) => p.recv().await,
             Publisher::Nats(p) => p.recv().await.map(|_| ()),
             Publisher::Redis(p) => p.recv().await,
         }
@@ -108,6 +118,7 @@ impl Publisher {
         match self {
             Publisher::Http(p) => p.after_recv().await,
             Publisher::Client(p) => p.after_recv().await,
+            Publisher::ClientProtobuf(p) => p.after_recv().await,
             Publisher::Nats(p) => p.after_recv().await,
             Publisher::Redis(p) => p.after_recv().await,
         }
@@ -117,6 +128,7 @@ impl Publisher {
         match self {
             Publisher::Http(p) => p.finish(within).await,
             Publisher::Client(p) => p.finish(within).await,
+            Publisher::ClientProtobuf(p) => p.finish(within).await,
             Publisher::Nats(p) => p.finish(within).await,
             Publisher::Redis(p) => p.finish(within).await,
         }
@@ -126,6 +138,7 @@ impl Publisher {
         let (f, e) = match self {
             Publisher::Http(p) => (&mut p.failed, &mut p.errors),
             Publisher::Client(p) => (&mut p.failed, &mut p.errors),
+            Publisher::ClientProtobuf(p) => (&mut p.failed, &mut p.errors),
             Publisher::Nats(p) => (&mut p.failed, &mut p.errors),
             Publisher::Redis(p) => (&mut p.failed, &mut p.errors),
         };
@@ -138,6 +151,7 @@ impl Publisher {
         match self {
             Publisher::Http(p) => p.pending(),
             Publisher::Client(p) => p.pending(),
+            Publisher::ClientProtobuf(p) => p.pending(),
             Publisher::Redis(p) => p.pending(),
             Publisher::Nats(_) => 0,
         }
