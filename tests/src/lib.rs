@@ -12,7 +12,7 @@ pub mod proxy;
 pub mod recovering;
 pub mod redis;
 
-pub use backend::Backend;
+pub use backend::{Backend, GrpcBackend};
 pub use client::Client;
 pub use node::{NodeProcess, base_config, http_request, token};
 pub use pbclient::PbClient;

@@ -34,6 +34,15 @@ pub enum SessionControl {
         /// The channel.
         channel: String,
     },
+    /// The backend ended a subscription stream (`failed`: with an error).
+    StreamEnded {
+        /// The channel.
+        channel: String,
+        /// Which stream (a newer subscription to the channel has another).
+        stream: u64,
+        /// It failed rather than closed.
+        failed: bool,
+    },
     /// Change the connection's expiry (Unix seconds, 0: never) or expire it now.
     Refresh {
         /// Close the connection as expired now.

@@ -41,6 +41,9 @@ pub const PROXY_CALLS: &str = "ferrocast_proxy_calls_total";
 /// Duration of proxy hook calls (seconds), by `hook` and `proxy`.
 pub const PROXY_DURATION: &str = "ferrocast_proxy_call_duration_seconds";
 
+/// Subscription streams open to the backend (gauge).
+pub const PROXY_STREAMS: &str = "ferrocast_proxy_streams";
+
 /// TCP connections refused before HTTP, by `reason`.
 pub const CONNECTIONS_REFUSED: &str = "ferrocast_connections_refused_total";
 
@@ -60,6 +63,23 @@ pub fn proxy_call(hook: &'static str, proxy: &str, result: &'static str, took: D
         .increment(1);
     metrics::histogram!(PROXY_DURATION, "hook" => hook, "proxy" => proxy.to_string())
         .record(took.as_secs_f64());
+}
+
+/// Counts one subscription stream as open while the guard lives.
+pub struct OpenStream(());
+
+impl OpenStream {
+    /// A stream just opened.
+    pub fn opened() -> OpenStream {
+        metrics::gauge!(PROXY_STREAMS).increment(1.0);
+        OpenStream(())
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        metrics::gauge!(PROXY_STREAMS).decrement(1.0);
+    }
 }
 
 /// Records a refused connection.

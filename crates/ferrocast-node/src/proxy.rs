@@ -32,6 +32,8 @@ pub enum Hook {
     SubRefresh,
     /// `rpc`.
     Rpc,
+    /// A subscription stream (its opening call).
+    SubscribeStream,
 }
 
 impl Hook {
@@ -44,6 +46,7 @@ impl Hook {
             Hook::Publish => "publish",
             Hook::SubRefresh => "sub_refresh",
             Hook::Rpc => "rpc",
+            Hook::SubscribeStream => "subscribe_stream",
         }
     }
 }
@@ -91,6 +94,18 @@ impl HookProxy {
                 .static_headers
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            static_metadata: cfg
+                .grpc
+                .static_metadata
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .chain((!cfg.grpc.credentials_key.is_empty()).then(|| {
+                    (
+                        cfg.grpc.credentials_key.clone(),
+                        cfg.grpc.credentials_value.clone(),
+                    )
+                }))
                 .collect(),
             status_transforms: transforms,
             binary_encoding: cfg.binary_encoding,
@@ -172,6 +187,7 @@ pub struct Proxies {
     subscribe: HashMap<String, Arc<HookProxy>>,
     publish: HashMap<String, Arc<HookProxy>>,
     sub_refresh: HashMap<String, Arc<HookProxy>>,
+    subscribe_stream: HashMap<String, Arc<HookProxy>>,
     rpc: HashMap<String, Arc<HookProxy>>,
     rpc_without_namespace: RpcOptions,
     rpc_namespaces: HashMap<String, RpcOptions>,
@@ -272,6 +288,21 @@ impl Proxies {
                 )?;
                 p.publish.insert(name.to_string(), h);
             }
+            if o.subscribe_stream_proxy_enabled {
+                let name = normal(&o.subscribe_stream_proxy_name);
+                let h = resolve(
+                    name,
+                    &channel.proxy.subscribe_stream,
+                    "channel.proxy.subscribe_stream",
+                    &format!("{path}.subscribe_stream_proxy_enabled"),
+                )?;
+                if !h.proxy.is_grpc() {
+                    return Err(format!(
+                        "{path}.subscribe_stream_proxy_enabled needs a grpc:// endpoint (proxy {name:?})"
+                    ));
+                }
+                p.subscribe_stream.insert(name.to_string(), h);
+            }
             if o.sub_refresh_proxy_enabled {
                 let name = normal(&o.sub_refresh_proxy_name);
                 let h = resolve(
@@ -332,6 +363,7 @@ impl Proxies {
             .chain(self.subscribe.values())
             .chain(self.publish.values())
             .chain(self.sub_refresh.values())
+            .chain(self.subscribe_stream.values())
             .chain(self.rpc.values())
     }
 
@@ -364,6 +396,11 @@ impl Proxies {
     /// The sub_refresh proxy called `name`.
     pub fn sub_refresh(&self, name: &str) -> Option<&HookProxy> {
         self.sub_refresh.get(normal(name)).map(|h| &**h)
+    }
+
+    /// The subscription stream proxy called `name`.
+    pub fn subscribe_stream(&self, name: &str) -> Option<&HookProxy> {
+        self.subscribe_stream.get(normal(name)).map(|h| &**h)
     }
 
     /// How `method` is served: its namespace is the part before the first `:`.

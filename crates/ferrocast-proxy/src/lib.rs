@@ -1,10 +1,13 @@
 //! Calls the application backend's proxy hooks — `connect`, `refresh`, `subscribe`,
-//! `publish`, `sub_refresh`, `rpc` — as Centrifugo v6 does: a JSON `POST` to the hook's
-//! endpoint, answered with `{"result": ...}`, `{"error": ...}` or `{"disconnect": ...}`.
+//! `publish`, `sub_refresh`, `rpc`, and subscription streams — as Centrifugo v6 does: over
+//! HTTP, a JSON `POST` to the hook's endpoint answered with `{"result": ...}`,
+//! `{"error": ...}` or `{"disconnect": ...}`; over gRPC (`grpc://` endpoints), the
+//! `CentrifugoProxy` service with the same messages.
 //!
 //! A [`Proxy`] is one configured backend endpoint. It knows nothing of sessions: the node
 //! builds the request ([`messages`]) and decides what the reply means for its client.
 
+pub mod grpc;
 pub mod http;
 pub mod messages;
 
@@ -58,8 +61,10 @@ pub struct ProxySettings {
     pub endpoint: String,
     /// Time for a whole call.
     pub timeout: Duration,
-    /// Headers sent with every call (request headers given per call win).
+    /// Headers sent with every HTTP call (request headers given per call win).
     pub static_headers: Vec<(String, String)>,
+    /// Metadata sent with every gRPC call (with the per-call credentials, if any).
+    pub static_metadata: Vec<(String, String)>,
     /// HTTP statuses with another outcome than error 100.
     pub status_transforms: Vec<StatusTransform>,
     /// Payloads as base64 (`b64data`) instead of embedded JSON.
@@ -70,24 +75,52 @@ pub struct ProxySettings {
     pub max_response_size: usize,
 }
 
+/// How a proxy reaches its backend.
+enum Transport {
+    Http(Box<http::HttpCaller>),
+    Grpc(Box<grpc::GrpcCaller>),
+}
+
 /// One backend endpoint.
 pub struct Proxy {
-    caller: http::HttpCaller,
+    transport: Transport,
     transforms: Vec<StatusTransform>,
     binary: bool,
 }
 
+/// Runs a hook over the proxy's transport: JSON over HTTP, or the gRPC method.
+macro_rules! hook {
+    ($self:ident, $req:ident, $headers:ident, $method:ident) => {{
+        $req.binary = $self.binary;
+        match &$self.transport {
+            Transport::Http(_) => $self.call(&$req, $headers).await,
+            Transport::Grpc(g) => g.$method($req, $headers).await,
+        }
+    }};
+}
+
 impl Proxy {
-    /// A proxy calling `settings.endpoint`; the error says what is wrong with the settings.
+    /// A proxy calling `settings.endpoint` (`http://` or `grpc://`); the error says what
+    /// is wrong with the settings.
     pub fn new(settings: &ProxySettings) -> Result<Proxy, String> {
-        Ok(Proxy {
-            caller: http::HttpCaller::new(
+        let transport = if settings.endpoint.starts_with("grpc://") {
+            Transport::Grpc(Box::new(grpc::GrpcCaller::new(
+                &settings.endpoint,
+                settings.timeout,
+                &settings.static_metadata,
+                settings.max_in_flight,
+            )?))
+        } else {
+            Transport::Http(Box::new(http::HttpCaller::new(
                 &settings.endpoint,
                 settings.timeout,
                 &settings.static_headers,
                 settings.max_in_flight,
                 settings.max_response_size,
-            )?,
+            )?))
+        };
+        Ok(Proxy {
+            transport,
             transforms: settings.status_transforms.clone(),
             binary: settings.binary_encoding,
         })
@@ -98,13 +131,21 @@ impl Proxy {
         self.binary
     }
 
+    /// Whether the endpoint is gRPC (only gRPC endpoints serve subscription streams).
+    pub fn is_grpc(&self) -> bool {
+        matches!(self.transport, Transport::Grpc(_))
+    }
+
     async fn call<Req: Serialize, Res: FromResponse>(
         &self,
         req: &Req,
         headers: &[(String, String)],
     ) -> Result<Reply<Res>, CallError> {
+        let Transport::Http(caller) = &self.transport else {
+            return Err(CallError::Transport("not an HTTP proxy".into()));
+        };
         let body = serde_json::to_vec(req).map_err(|e| CallError::Transport(e.to_string()))?;
-        match self.caller.post(body, headers).await {
+        match caller.post(body, headers).await {
             Ok(answer) => Ok(parse_reply(&answer)?),
             Err(CallError::Status(status)) => {
                 match self.transforms.iter().find(|t| t.status == status) {
@@ -125,8 +166,7 @@ impl Proxy {
         mut req: ConnectRequest,
         headers: &[(String, String)],
     ) -> Result<Reply<ConnectResult>, CallError> {
-        req.binary = self.binary;
-        self.call(&req, headers).await
+        hook!(self, req, headers, connect)
     }
 
     /// The `refresh` hook.
@@ -135,8 +175,7 @@ impl Proxy {
         mut req: RefreshRequest,
         headers: &[(String, String)],
     ) -> Result<Reply<RefreshResult>, CallError> {
-        req.binary = self.binary;
-        self.call(&req, headers).await
+        hook!(self, req, headers, refresh)
     }
 
     /// The `subscribe` hook.
@@ -145,8 +184,7 @@ impl Proxy {
         mut req: SubscribeRequest,
         headers: &[(String, String)],
     ) -> Result<Reply<SubscribeResult>, CallError> {
-        req.binary = self.binary;
-        self.call(&req, headers).await
+        hook!(self, req, headers, subscribe)
     }
 
     /// The `publish` hook.
@@ -155,8 +193,7 @@ impl Proxy {
         mut req: PublishRequest,
         headers: &[(String, String)],
     ) -> Result<Reply<PublishResult>, CallError> {
-        req.binary = self.binary;
-        self.call(&req, headers).await
+        hook!(self, req, headers, publish)
     }
 
     /// The `rpc` hook.
@@ -165,8 +202,7 @@ impl Proxy {
         mut req: RpcRequest,
         headers: &[(String, String)],
     ) -> Result<Reply<RpcResult>, CallError> {
-        req.binary = self.binary;
-        self.call(&req, headers).await
+        hook!(self, req, headers, rpc)
     }
 
     /// The `sub_refresh` hook.
@@ -175,7 +211,24 @@ impl Proxy {
         mut req: SubRefreshRequest,
         headers: &[(String, String)],
     ) -> Result<Reply<SubRefreshResult>, CallError> {
+        hook!(self, req, headers, sub_refresh)
+    }
+
+    /// Opens a subscription stream for one client (gRPC endpoints only): the backend's
+    /// answer to the subscription and, when it allows it, the stream of publications
+    /// (`bidirectional`: the client's publications go back into it).
+    pub async fn subscribe_stream(
+        &self,
+        mut req: SubscribeRequest,
+        headers: &[(String, String)],
+        bidirectional: bool,
+    ) -> Result<(Reply<SubscribeResult>, Option<grpc::SubscriptionStream>), CallError> {
         req.binary = self.binary;
-        self.call(&req, headers).await
+        match &self.transport {
+            Transport::Grpc(g) => g.subscribe_stream(req, headers, bidirectional).await,
+            Transport::Http(_) => Err(CallError::Transport(
+                "subscription streams need a grpc:// endpoint".into(),
+            )),
+        }
     }
 }

@@ -566,9 +566,23 @@ mod tests {
         );
         let e = check("[client.proxy.connect]\nenabled = true\n").unwrap_err();
         assert!(e.contains("client.proxy.connect.endpoint"), "{e}");
-        let e = check("[client.proxy.connect]\nenabled = true\nendpoint = \"grpc://b:1\"\n")
+        assert!(
+            check("[client.proxy.connect]\nenabled = true\nendpoint = \"grpc://b:1\"\n").is_ok()
+        );
+        let e =
+            check("[client.proxy.connect]\nenabled = true\nendpoint = \"ws://b:1\"\n").unwrap_err();
+        assert!(e.contains("grpc://host:port"), "{e}");
+        let e = check("[client.proxy.connect]\nenabled = true\nendpoint = \"grpc://b:1\"\n[client.proxy.connect.grpc]\ncompression = true\n")
             .unwrap_err();
-        assert!(e.contains("gRPC"), "{e}");
+        assert!(e.contains("client.proxy.connect.grpc.compression"), "{e}");
+        // Streams need a gRPC endpoint and exclude the subscribe proxy.
+        let e = check("[channel.proxy.subscribe_stream]\nendpoint = \"http://b/s\"\n[[channel.namespaces]]\nname = \"a\"\nsubscribe_stream_proxy_enabled = true\n")
+            .unwrap_err();
+        assert!(e.contains("needs a grpc:// endpoint"), "{e}");
+        assert!(check("[channel.proxy.subscribe_stream]\nendpoint = \"grpc://b:1\"\n[[channel.namespaces]]\nname = \"a\"\nsubscribe_stream_proxy_enabled = true\nsubscribe_stream_proxy_bidirectional = true\n").is_ok());
+        let e = check("[channel.proxy.subscribe_stream]\nendpoint = \"grpc://b:1\"\n[channel.proxy.subscribe]\nendpoint = \"grpc://b:1\"\n[[channel.namespaces]]\nname = \"a\"\nsubscribe_stream_proxy_enabled = true\nsubscribe_proxy_enabled = true\n")
+            .unwrap_err();
+        assert!(e.contains("exclude each other"), "{e}");
         let e = check("[client.proxy.connect]\nenpoint = \"x\"\n").unwrap_err();
         assert!(e.contains("enpoint"), "{e}");
         let e = check("[[channel.namespaces]]\nname = \"a\"\nsubscribe_proxy_enabled = true\n")

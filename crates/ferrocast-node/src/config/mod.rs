@@ -159,6 +159,14 @@ pub struct ChannelOptions {
     pub sub_refresh_proxy_enabled: bool,
     /// Which sub_refresh proxy (empty or `default`: `channel.proxy.sub_refresh`).
     pub sub_refresh_proxy_name: String,
+    /// Subscriptions without a token get their publications from a backend stream opened
+    /// for that one client (gRPC `SubscribeUnidirectional`), instead of the channel.
+    pub subscribe_stream_proxy_enabled: bool,
+    /// Which stream proxy (empty or `default`: `channel.proxy.subscribe_stream`).
+    pub subscribe_stream_proxy_name: String,
+    /// Streams are bidirectional: the client's publications go into the stream
+    /// (`SubscribeBidirectional`).
+    pub subscribe_stream_proxy_bidirectional: bool,
 }
 
 impl ChannelOptions {
@@ -181,6 +189,11 @@ impl ChannelOptions {
         if self.force_recovery && !self.history_enabled() {
             return Err(format!(
                 "{path}.force_recovery needs history_size and history_ttl"
+            ));
+        }
+        if self.subscribe_stream_proxy_enabled && self.subscribe_proxy_enabled {
+            return Err(format!(
+                "{path}: subscribe_stream_proxy_enabled and subscribe_proxy_enabled exclude each other"
             ));
         }
         if self.force_push_join_leave && !self.join_leave {

@@ -65,8 +65,7 @@ pub struct ProxyHttp {
     pub status_to_code_transforms: Vec<StatusToCodeTransform>,
 }
 
-/// `grpc` options of a proxy (accepted for Centrifugo configuration files; gRPC
-/// endpoints are not supported yet).
+/// `grpc` options of a proxy (`grpc://` endpoints).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProxyGrpc {
@@ -76,7 +75,7 @@ pub struct ProxyGrpc {
     pub credentials_key: String,
     /// Per-call credentials value.
     pub credentials_value: String,
-    /// gzip compression.
+    /// gzip compression (not supported yet).
     pub compression: bool,
     /// Metadata added to every call.
     pub static_metadata: BTreeMap<String, String>,
@@ -86,14 +85,16 @@ pub struct ProxyGrpc {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProxyConfig {
-    /// `http://host:port/path` of the hook.
+    /// `http://host:port/path` of the hook, or `grpc://host:port` of a `CentrifugoProxy`
+    /// gRPC service.
     pub endpoint: String,
     /// Time for a whole call.
     #[serde(with = "serde_str")]
     pub timeout: Duration,
     /// Headers of the client's WebSocket upgrade request sent on to the backend.
     pub http_headers: Vec<String>,
-    /// gRPC metadata keys sent on (no effect: clients connect over WebSocket).
+    /// gRPC metadata keys sent on (no effect: clients connect over WebSocket, whose
+    /// headers `http_headers` lists; those also go to gRPC backends, as metadata).
     pub grpc_metadata: Vec<String>,
     /// Headers of the connect command's `headers` sent on (not supported yet).
     pub emulated_headers: Vec<String>,
@@ -136,16 +137,14 @@ impl ProxyConfig {
         if self.endpoint.is_empty() {
             return Err(format!("{path}.endpoint is required"));
         }
-        if self.endpoint.starts_with("grpc://") {
+        if !self.endpoint.starts_with("http://") && !self.endpoint.starts_with("grpc://") {
             return Err(format!(
-                "{path}.endpoint: gRPC proxies are not supported yet; use an http:// endpoint"
-            ));
-        }
-        if !self.endpoint.starts_with("http://") {
-            return Err(format!(
-                "{path}.endpoint {:?} must be an http:// URL",
+                "{path}.endpoint {:?} must be an http:// URL or grpc://host:port",
                 self.endpoint
             ));
+        }
+        if self.grpc.compression {
+            return Err(format!("{path}.grpc.compression is not supported yet"));
         }
         if self.http.tls.enabled || self.grpc.tls.enabled {
             return Err(format!("{path}: TLS to the backend is not supported yet"));
@@ -241,6 +240,8 @@ pub struct ChannelProxyConfig {
     pub publish: ProxyConfig,
     /// Subscription refresh hook.
     pub sub_refresh: ProxyConfig,
+    /// Subscription streams (a `grpc://` endpoint).
+    pub subscribe_stream: ProxyConfig,
 }
 
 /// Options of an RPC namespace.

@@ -99,7 +99,7 @@ impl Session {
                 Method::History(req) => self.history(req).await,
                 Method::Ping => Ok(ReplyResult::Ping),
                 Method::Send(_) => continue,
-                Method::Rpc(req) => self.proxy_rpc(req).await?,
+                Method::Rpc(req) => Box::pin(self.proxy_rpc(req)).await?,
                 Method::Refresh(req) => self.refresh(&req.token)?,
                 Method::SubRefresh(req) => self.sub_refresh(req)?,
                 Method::Empty => Err(ProtocolError::with_message(
@@ -164,13 +164,14 @@ impl Session {
         let info = self.client_info(chan_info);
         let params = if opts.publish_proxy_enabled {
             // The backend decides, instead of the namespace's permissions.
-            match self
-                .proxy_publish(&opts, &req.channel, req.data, info)
-                .await?
-            {
+            match Box::pin(self.proxy_publish(&opts, &req.channel, req.data, info)).await? {
                 Ok(p) => p,
                 Err(e) => return Ok(Err(e)),
             }
+        } else if opts.subscribe_stream_proxy_enabled {
+            // Publications of such a channel come from the backend's streams; a client's
+            // go back into its own stream when that is bidirectional.
+            return Ok(self.stream_publish(&req.channel, req.data));
         } else {
             if !self.may_publish(&req.channel, &opts) {
                 return Ok(Err(ProtocolError::new(ErrorCode::PermissionDenied)));

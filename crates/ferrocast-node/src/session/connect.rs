@@ -71,7 +71,7 @@ impl Session {
                 }
             }
         } else if let Some(proxy) = node.proxies.connect() {
-            match self.proxy_connect(proxy, &req).await? {
+            match Box::pin(self.proxy_connect(proxy, &req)).await? {
                 Ok(c) => c,
                 Err(e) => return Ok(Err(e)),
             }

@@ -9,6 +9,7 @@
 mod commands;
 mod connect;
 mod proxied;
+mod streams;
 mod subscribe;
 
 use crate::control::{ClientHandle, ControlQueue, SessionControl};
@@ -57,6 +58,8 @@ struct SubState {
     expires_at: Option<i64>,
     /// Refreshed by the server through the sub_refresh proxy at `expires_at`.
     server_refresh: bool,
+    /// Its publications come from a backend stream (subscribe stream proxy), not the hub.
+    stream: Option<streams::StreamSub>,
 }
 
 /// State that exists once `connect` succeeded.
@@ -243,11 +246,11 @@ impl Session {
         if connection {
             let node = self.node.clone();
             if let Some(proxy) = node.proxies.refresh() {
-                self.proxy_refresh(proxy).await?;
+                Box::pin(self.proxy_refresh(proxy)).await?;
             }
         }
         for channel in channels {
-            self.proxy_sub_refresh(&channel).await?;
+            Box::pin(self.proxy_sub_refresh(&channel)).await?;
         }
         Ok(())
     }
@@ -332,6 +335,11 @@ impl Session {
             SessionControl::Subscribe { channel } => self.server_subscribe(&channel).await,
             SessionControl::Unsubscribe { channel } => self.server_unsubscribe(&channel).await,
             SessionControl::InsufficientState { channel } => self.recover_channel(&channel).await,
+            SessionControl::StreamEnded {
+                channel,
+                stream,
+                failed,
+            } => self.stream_ended(&channel, stream, failed).await,
             SessionControl::Refresh { expired, expire_at } => {
                 if expired {
                     return Err(Disconnect::EXPIRED);

@@ -19,7 +19,7 @@ use ferrocast_proxy::messages::{self as pm, Reply};
 const REFRESH_RETRY_SECS: i64 = 60;
 
 /// The answer of one hook call for the client.
-enum Answer<T> {
+pub(super) enum Answer<T> {
     /// A result (`None`: the backend answered `{}`).
     Go(Option<T>),
     /// An error reply for the command.
@@ -28,7 +28,7 @@ enum Answer<T> {
     Close(Disconnect),
 }
 
-fn answer<T>(res: Result<Reply<T>, CallError>) -> Answer<T> {
+pub(super) fn answer<T>(res: Result<Reply<T>, CallError>) -> Answer<T> {
     match res {
         Ok(Reply::Result(t)) => Answer::Go(Some(t)),
         Ok(Reply::Empty) => Answer::Go(None),
@@ -45,7 +45,7 @@ fn answer<T>(res: Result<Reply<T>, CallError>) -> Answer<T> {
     }
 }
 
-fn overrides(o: &pm::SubscribeOverride) -> Overrides {
+pub(super) fn overrides(o: &pm::SubscribeOverride) -> Overrides {
     Overrides {
         presence: o.presence.map(|v| v.value),
         join_leave: o.join_leave.map(|v| v.value),
@@ -55,13 +55,13 @@ fn overrides(o: &pm::SubscribeOverride) -> Overrides {
     }
 }
 
-fn expiry(expire_at: i64) -> Option<i64> {
+pub(super) fn expiry(expire_at: i64) -> Option<i64> {
     (expire_at > 0).then_some(expire_at)
 }
 
 impl Session {
     /// What every hook call carries about this connection.
-    fn caller(&self, proxy: &HookProxy) -> pm::Caller {
+    pub(super) fn caller(&self, proxy: &HookProxy) -> pm::Caller {
         let (user, meta) = match &self.connected {
             Some(c) => (c.handle.user.clone(), c.meta.clone()),
             None => (String::new(), None),
@@ -72,6 +72,21 @@ impl Session {
             protocol: self.protocol.name().into(),
             user,
             meta: meta.filter(|_| proxy.include_meta),
+        }
+    }
+
+    /// The request of a subscribe hook (or subscription stream) for `req`.
+    pub(super) fn subscribe_request(
+        &self,
+        proxy: &HookProxy,
+        req: &SubscribeRequest,
+    ) -> pm::SubscribeRequest {
+        pm::SubscribeRequest {
+            caller: self.caller(proxy),
+            channel: req.channel.clone(),
+            token: req.token.clone(),
+            data: req.data.clone(),
+            ..Default::default()
         }
     }
 
@@ -126,6 +141,7 @@ impl Session {
                     data: o.data,
                     overrides: overrides(&o.r#override),
                     server_refresh: false,
+                    stream: None,
                 },
             ));
         }
@@ -196,13 +212,7 @@ impl Session {
         let Some(proxy) = self.node.proxies.subscribe(&opts.subscribe_proxy_name) else {
             return Ok(Err(ProtocolError::new(ErrorCode::NotAvailable)));
         };
-        let request = pm::SubscribeRequest {
-            caller: self.caller(proxy),
-            channel: req.channel.clone(),
-            token: req.token.clone(),
-            data: req.data.clone(),
-            ..Default::default()
-        };
+        let request = self.subscribe_request(proxy, req);
         let res = proxy
             .call(Hook::Subscribe, &self.headers, |h| async move {
                 proxy.proxy.subscribe(request, &h).await
@@ -220,6 +230,7 @@ impl Session {
             data: result.data,
             overrides: overrides(&result.r#override),
             server_refresh: opts.sub_refresh_proxy_enabled,
+            stream: None,
         }))
     }
 

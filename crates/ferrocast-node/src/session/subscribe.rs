@@ -9,6 +9,7 @@ use bytes::Bytes;
 use ferrocast_engine::HistoryFilter;
 use ferrocast_protocol::codes::unsubscribe;
 use ferrocast_protocol::*;
+use ferrocast_proxy::grpc::SubscriptionStream;
 use std::sync::Arc;
 
 /// Namespace options a proxy result may override for one subscription.
@@ -22,7 +23,7 @@ pub(super) struct Overrides {
 }
 
 /// What a subscription was granted with, besides the namespace's options.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub(super) struct Grant {
     /// Made by the server (connect token, connect proxy, server API), not asked by the client.
     pub server_side: bool,
@@ -36,15 +37,17 @@ pub(super) struct Grant {
     pub overrides: Overrides,
     /// The server refreshes it at expiry (sub_refresh proxy), not the client.
     pub server_refresh: bool,
+    /// The backend stream its publications also come from (subscribe stream proxy).
+    pub stream: Option<SubscriptionStream>,
 }
 
 /// A subscription that buffers publications until its reply is queued.
 pub(crate) struct LiveSub {
-    subscriber: Arc<Subscriber>,
+    pub(super) subscriber: Arc<Subscriber>,
     /// The stream position the reply covers (positioned subscriptions).
-    position: Option<StreamPosition>,
-    channel: String,
-    join: Option<ClientInfo>,
+    pub(super) position: Option<StreamPosition>,
+    pub(super) channel: String,
+    pub(super) join: Option<ClientInfo>,
 }
 
 impl Session {
@@ -81,7 +84,12 @@ impl Session {
                 return Ok(Err(ProtocolError::new(ErrorCode::PermissionDenied)));
             }
         } else if opts.subscribe_proxy_enabled {
-            grant = match self.proxy_subscribe(&opts, &req).await? {
+            grant = match Box::pin(self.proxy_subscribe(&opts, &req)).await? {
+                Ok(g) => g,
+                Err(e) => return Ok(Err(e)),
+            };
+        } else if opts.subscribe_stream_proxy_enabled {
+            grant = match Box::pin(self.proxy_stream_subscribe(&opts, &req)).await? {
                 Ok(g) => g,
                 Err(e) => return Ok(Err(e)),
             };
@@ -105,8 +113,9 @@ impl Session {
     pub(super) async fn subscribe_channel(
         &mut self,
         req: SubscribeRequest,
-        grant: Grant,
+        mut grant: Grant,
     ) -> Result<(SubscribeResult, LiveSub), ProtocolError> {
+        let stream = grant.stream.take();
         let node = self.node.clone();
         let opts = node.channel_options(&req.channel)?.clone();
         let o = grant.overrides;
@@ -131,6 +140,7 @@ impl Session {
         let channel = req.channel.clone();
         let join_leave = join_leave_on && (push_join_leave || req.join_leave);
         let recoverable = opts.history_enabled()
+            && stream.is_none()
             && (force_recovery || req.recoverable || req.recover || server_side);
         let subscriber = Arc::new(Subscriber::new(c.handle.clone(), join_leave, recoverable));
         node.add_subscriber(&channel, subscriber.clone()).await?;
@@ -157,6 +167,8 @@ impl Session {
         if presence && let Err(e) = node.add_presence(&channel, &info).await {
             tracing::warn!(channel = %channel, error = %e, "presence add failed");
         }
+        let stream = stream
+            .map(|s| self.start_stream(s, &channel, subscriber.clone(), subscriber.client.clone()));
         let Some(c) = self.connected.as_mut() else {
             return Err(ProtocolError::new(ErrorCode::Internal));
         };
@@ -170,6 +182,7 @@ impl Session {
                 chan_info: grant.chan_info,
                 expires_at: grant.expires_at,
                 server_refresh: grant.server_refresh,
+                stream,
             },
         );
         Ok((
@@ -352,6 +365,10 @@ impl Session {
         sub: SubState,
         handle: &ClientHandle,
     ) {
+        if let Some(stream) = sub.stream {
+            // Ends the backend call.
+            stream.cancel();
+        }
         self.node.remove_subscriber(channel, &handle.id).await;
         if sub.presence {
             self.node.remove_presence(channel, &handle.id).await;
