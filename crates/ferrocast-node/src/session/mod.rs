@@ -188,7 +188,8 @@ impl Session {
         self.outbox.close(reason.clone());
         let reason = self.outbox.close_reason().unwrap_or(reason);
         m::disconnect(reason.code);
-        self.cleanup().await;
+        // Boxed: the cleanup future would otherwise be part of every idle session.
+        Box::pin(self.cleanup()).await;
         reason
     }
 
