@@ -108,6 +108,22 @@ def test_every_service_selects_exactly_one_workload_and_its_target_ports_exist(v
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
+def test_the_grpc_api_port_is_declared_exposed_and_keyed_only_when_enabled(variant):
+    enabled = bool((values_of(variant).get("config") or {}).get("grpc_api", {}).get("enabled"))
+    d = deployment(variant)
+    container = d["spec"]["template"]["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
+    env = {e["name"] for e in container.get("env", [])}
+    svc = one(variant, "Service", f"{d['metadata']['name']}-internal")
+    svc_ports = {p["name"] for p in svc["spec"]["ports"]}
+    assert ("grpc-api" in ports) == enabled
+    assert ("grpc-api" in svc_ports) == enabled
+    assert ("FERROCAST_GRPC_API_KEY" in env) == enabled
+    if enabled:
+        assert ports["grpc-api"] == values_of(variant)["ports"]["grpcApi"]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_broker_services_select_the_deployment(variant):
     d = deployment(variant)
     full = d["metadata"]["name"]
@@ -182,7 +198,7 @@ def test_probes_use_health_and_ready_on_the_client_port(variant):
 def test_ports_8000_and_9000_in_container_services_and_config(variant):
     v = values_of(variant)
     c = container(variant)
-    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    ports = {p["name"]: p["containerPort"] for p in c["ports"] if p["name"] != "grpc-api"}
     assert ports == {"client": v["ports"]["client"], "internal": v["ports"]["internal"]}
     assert ports == {"client": 8000, "internal": 9000}
     cfg = config(variant)["http_server"]
@@ -191,6 +207,7 @@ def test_ports_8000_and_9000_in_container_services_and_config(variant):
     public = one(variant, "Service", full)["spec"]["ports"]
     internal = one(variant, "Service", f"{full}-internal")["spec"]["ports"]
     assert [(p["port"], resolve_port(c, p["targetPort"])["containerPort"]) for p in public] == [(8000, 8000)]
+    internal = [p for p in internal if p["name"] != "grpc-api"]
     assert [(p["port"], resolve_port(c, p["targetPort"])["containerPort"]) for p in internal] == [(9000, 9000)]
 
 
@@ -328,7 +345,7 @@ def test_ferrocast_accepts_the_rendered_config_and_pod_environment(variant, tmp_
 MANAGED = {
     "http_server.address", "http_server.port", "http_server.internal_port", "http_server.internal_address",
     "node.name", "client.token.hmac_secret_key", "http_api.key", "engine.type", "engine.redis.address",
-    "shutdown.drain_window",
+    "shutdown.drain_window", "grpc_api.address", "grpc_api.port", "grpc_api.key",
 }
 
 

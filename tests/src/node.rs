@@ -195,6 +195,18 @@ impl NodeProcess {
         }
     }
 
+    /// The address of another listener, from the log line `message` (for example
+    /// `listening grpc_api`).
+    pub fn logged_address(&self, message: &str) -> Option<SocketAddr> {
+        self.logs.lock().unwrap().iter().find_map(|line| {
+            let v: Value = serde_json::from_str(line).ok()?;
+            if v.get("message")?.as_str()? != message {
+                return None;
+            }
+            v.get("address")?.as_str()?.parse().ok()
+        })
+    }
+
     /// WebSocket endpoint URL.
     pub fn ws_url(&self) -> String {
         format!("ws://{}/connection/websocket", self.addr)

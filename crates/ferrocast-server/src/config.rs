@@ -205,6 +205,44 @@ impl Default for OpenTelemetryConfig {
     }
 }
 
+/// `grpc_api.*`: the gRPC server API (Centrifugo's `CentrifugoApi` service).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcApiConfig {
+    /// Serve it.
+    pub enabled: bool,
+    /// Address to bind.
+    pub address: String,
+    /// Port (0 picks a free one).
+    pub port: u16,
+    /// API key, expected as the `authorization` metadata `apikey <key>` (empty: calls
+    /// need no key, as in Centrifugo).
+    pub key: String,
+    /// `""`: errors in the response's `error` field; `"transport"`: as gRPC statuses.
+    pub error_mode: String,
+    /// Largest request accepted, in bytes (0: tonic's default of 4 MiB).
+    pub max_receive_message_size: usize,
+    /// TLS (not supported yet: only `enabled = false`).
+    pub tls: ferrocast_node::config::ProxyTls,
+    /// Server reflection (not supported yet: only `false`).
+    pub reflection: bool,
+}
+
+impl Default for GrpcApiConfig {
+    fn default() -> Self {
+        GrpcApiConfig {
+            enabled: false,
+            address: String::new(),
+            port: 10000,
+            key: String::new(),
+            error_mode: String::new(),
+            max_receive_message_size: 0,
+            tls: Default::default(),
+            reflection: false,
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -217,6 +255,8 @@ pub struct Config {
     pub client: ClientConfig,
     /// Server HTTP API.
     pub http_api: HttpApiConfig,
+    /// Server gRPC API.
+    pub grpc_api: GrpcApiConfig,
     /// Channels and namespaces.
     pub channel: ChannelConfig,
     /// RPC namespaces and their proxy.
@@ -507,6 +547,32 @@ impl Config {
                 "http_api.max_body_size must be positive".into(),
             ));
         }
+        let g = &self.grpc_api;
+        if !matches!(g.error_mode.as_str(), "" | "transport") {
+            return Err(ConfigError::Invalid(format!(
+                "grpc_api.error_mode {:?} must be \"\" or \"transport\"",
+                g.error_mode
+            )));
+        }
+        if g.tls.enabled {
+            return Err(ConfigError::Invalid(
+                "grpc_api.tls is not supported yet (terminate TLS in front of the node)".into(),
+            ));
+        }
+        if g.reflection {
+            return Err(ConfigError::Invalid(
+                "grpc_api.reflection is not supported yet".into(),
+            ));
+        }
+        if g.enabled
+            && g.port != 0
+            && g.port == self.http_server.port
+            && (g.address.is_empty() || g.address == self.http_server.address)
+        {
+            return Err(ConfigError::Invalid(
+                "grpc_api.port must differ from http_server.port".into(),
+            ));
+        }
         let otel = &self.opentelemetry;
         if !(0.0..=1.0).contains(&otel.sample_ratio) {
             return Err(ConfigError::Invalid(
@@ -596,6 +662,29 @@ mod tests {
         let e =
             check("[[proxies]]\nname = \"x\"\nendpoint = \"http://b/p\"\nbogus = 1\n").unwrap_err();
         assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn grpc_api_settings_are_checked() {
+        let check = |text: &str| {
+            load_str(text, &[])
+                .and_then(|c| c.validate().map(|_| c))
+                .map_err(|e| e.to_string())
+        };
+        let c = check("[grpc_api]\nenabled = true\nkey = \"k\"\n").unwrap();
+        assert_eq!((c.grpc_api.port, c.grpc_api.key.as_str()), (10000, "k"));
+        let e = check("[grpc_api]\nerror_mode = \"custom\"\n").unwrap_err();
+        assert!(e.contains("grpc_api.error_mode"), "{e}");
+        let e = check("[grpc_api]\ntls = { enabled = true }\n").unwrap_err();
+        assert!(e.contains("grpc_api.tls"), "{e}");
+        let e = check("[grpc_api]\nreflection = true\n").unwrap_err();
+        assert!(e.contains("grpc_api.reflection"), "{e}");
+        let e = check("[grpc_api]\nenabled = true\nport = 8000\n").unwrap_err();
+        assert!(e.contains("grpc_api.port"), "{e}");
+        let e = check("[grpc_api]\nprot = 1\n").unwrap_err();
+        assert!(e.contains("prot"), "{e}");
+        let c = load_str("", &[("FERROCAST_GRPC_API_KEY", "from-env")]).unwrap();
+        assert_eq!(c.grpc_api.key, "from-env");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod grpc_api;
 pub mod http;
 pub mod observability;
 pub mod ratelimit;

@@ -102,6 +102,26 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let grpc_listener = if cfg.grpc_api.enabled {
+        let host = if cfg.grpc_api.address.is_empty() {
+            &cfg.http_server.address
+        } else {
+            &cfg.grpc_api.address
+        };
+        let addr = format!("{host}:{}", cfg.grpc_api.port);
+        let l = listen(&addr, cfg.http_server.listen_backlog)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (grpc_api)"))?;
+        tracing::info!(address = %l.local_addr()?, "listening grpc_api");
+        if cfg.grpc_api.key.is_empty() {
+            tracing::warn!(
+                "grpc_api.key is empty: the gRPC server API accepts calls without a key"
+            );
+        }
+        Some(l)
+    } else {
+        None
+    };
     tracing::info!(address = %local, node = %node.name(), engine = ?cfg.engine.kind, "listening");
 
     let state = Arc::new(AppState {
@@ -134,6 +154,19 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     ));
     let accept_internal =
         internal.map(|l| tokio::spawn(listeners.accept_loop(l, Surface::Internal, None)));
+    let grpc_api = grpc_listener.map(|l| {
+        let serve = crate::grpc_api::serve(
+            node.clone(),
+            cfg.grpc_api.clone(),
+            l,
+            stop_accepting.clone(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "the gRPC server API stopped");
+            }
+        })
+    });
 
     wait_for_signal().await;
     tracing::info!("shutdown signal received");
@@ -157,6 +190,9 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let _ = accept.await;
     if let Some(a) = accept_internal {
         let _ = a.await;
+    }
+    if let Some(g) = grpc_api {
+        let _ = tokio::time::timeout(Duration::from_secs(2), g).await;
     }
     http_conns.close();
     let _ = tokio::time::timeout(Duration::from_secs(2), http_conns.wait()).await;

@@ -113,6 +113,7 @@ The ferrocast configuration file (JSON): values.config with the chart-managed ke
     "type" "redis"
     "redis" (dict "address" (include "ferrocast.redis.addresses" . | fromJsonArray)))
   "shutdown" (dict "drain_window" (printf "%ds" (int .Values.shutdown.drainWindowSeconds)))
+  "grpc_api" (dict "address" "0.0.0.0" "port" (int .Values.ports.grpcApi))
 }}
 {{- mergeOverwrite (deepCopy .Values.config) $managed | toPrettyJson }}
 {{- end }}

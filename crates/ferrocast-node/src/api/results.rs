@@ -162,6 +162,11 @@ impl BatchReply {
     pub fn new(method: String, result: Result<ApiResult, ProtocolError>) -> Self {
         BatchReply { method, result }
     }
+
+    /// The command's outcome.
+    pub fn into_result(self) -> Result<ApiResult, ProtocolError> {
+        self.result
+    }
 }
 
 impl Serialize for BatchReply {
