@@ -369,6 +369,7 @@ async fn write_history_only(
         offset,
         tags: None,
         time: 0,
+        channel: None,
     };
     let env = Envelope::Pub(WirePublication::from_publication(&p, None));
     let _: String = redis::cmd("XADD")

@@ -146,6 +146,7 @@ async fn an_offset_gap_makes_subscribers_recover_instead_of_skipping() {
             offset,
             tags: None,
             time: 0,
+            channel: None,
         };
         let env = Envelope::Pub(WirePublication::from_publication(&p, None));
         let body = ferrocast_protocol::envelope::encode_body(&env);

@@ -47,6 +47,24 @@ pub struct PublishOptions {
     /// W3C `traceparent` of the publish when it is traced: carried with the publication
     /// to every node, where its fan-out joins the same trace.
     pub trace: Option<String>,
+    /// The wildcard feed (namespace) that also carries this publication, to the nodes
+    /// with wildcard subscriptions in it ([`feed_channel`]).
+    pub feed: Option<String>,
+}
+
+/// Marks the broker channel names of wildcard feeds: channel names never contain
+/// control characters, so these never collide with a channel.
+const FEED_MARK: char = '\u{1}';
+
+/// The broker channel a node follows to receive every publication of `namespace` (`""`:
+/// channels without a namespace) for its wildcard subscriptions.
+pub fn feed_channel(namespace: &str) -> String {
+    format!("{FEED_MARK}{namespace}")
+}
+
+/// The namespace of a wildcard feed's broker channel; `None` for an ordinary channel.
+pub fn feed_namespace(channel: &str) -> Option<&str> {
+    channel.strip_prefix(FEED_MARK)
 }
 
 impl PublishOptions {
@@ -108,10 +126,13 @@ pub trait EventHandler: Send + Sync + 'static {
     /// After a pub/sub reconnect: the current position of a followed channel's stream;
     /// subscribers behind it must recover.
     fn on_stream_position(&self, channel: &str, position: &StreamPosition);
+    /// A publication of `channel` arrived on a wildcard feed this node follows: for the
+    /// wildcard subscriptions that match it (no stream position: they do not recover).
+    fn on_feed_publication(&self, channel: &str, publication: &Publication, trace: Option<&str>);
     /// A cluster-wide command arrived on the control channel.
     fn on_control(&self, message: ControlMessage);
-    /// Whether this node still has subscribers of `channel` (checked before the engine
-    /// stops following it).
+    /// Whether this node still has subscribers of `channel`, or of the wildcard feed it
+    /// names (checked before the engine stops following it).
     fn has_local_subscribers(&self, channel: &str) -> bool;
 }
 

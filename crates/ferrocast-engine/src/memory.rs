@@ -172,6 +172,9 @@ impl Broker for MemoryEngine {
         }
         if let Some(h) = self.handler.get() {
             h.on_publication(channel, &publication, &epoch, opts.trace.as_deref());
+            if opts.feed.is_some() {
+                h.on_feed_publication(channel, &publication, opts.trace.as_deref());
+            }
         }
         Ok(position)
     }
@@ -391,6 +394,7 @@ mod tests {
             offset: 0,
             tags: None,
             time: 0,
+            channel: None,
         }
     }
 

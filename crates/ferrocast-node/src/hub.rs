@@ -1,10 +1,11 @@
 //! The local hub: which connections this node holds, which users they belong to and
-//! which channels they follow. This is where a publication fans out: it is encoded
-//! once and the same bytes are queued to every local subscriber.
+//! which channels (and wildcard patterns) they follow. This is where a publication fans
+//! out: it is encoded once and the same bytes are queued to every local subscriber.
 
 use crate::control::{ClientHandle, SessionControl};
 use crate::metrics as m;
 use crate::subscriber::{Delivery, Subscriber};
+use crate::wildcards::{Pattern, PatternIndex};
 use bytes::Bytes;
 use ferrocast_protocol::{
     ClientInfo, Disconnect, Publication, PushBody, PushFrames, StreamPosition,
@@ -49,6 +50,9 @@ pub struct Hub {
     client_shards: Box<[RwLock<ClientShard>]>,
     clients: AtomicUsize,
     subscriptions: AtomicUsize,
+    patterns: RwLock<PatternIndex>,
+    /// Wildcard subscriptions held: publications skip the pattern index while it is 0.
+    pattern_subscriptions: AtomicUsize,
 }
 
 impl Default for Hub {
@@ -104,6 +108,8 @@ impl Hub {
             client_shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
             clients: AtomicUsize::new(0),
             subscriptions: AtomicUsize::new(0),
+            patterns: RwLock::default(),
+            pattern_subscriptions: AtomicUsize::new(0),
         }
     }
 
@@ -196,6 +202,80 @@ impl Hub {
         } else {
             false
         }
+    }
+
+    /// Adds a wildcard subscriber of `pattern` (named `channel`); returns true when it is
+    /// the first of its namespace.
+    pub fn add_pattern_subscriber(
+        &self,
+        channel: &str,
+        pattern: &Pattern,
+        sub: Arc<Subscriber>,
+    ) -> bool {
+        let mut index = self.patterns.write();
+        let first = index.add(channel, pattern, sub);
+        self.sync_pattern_count(&index);
+        first
+    }
+
+    /// Removes a wildcard subscriber; returns true when its namespace has none left.
+    pub fn remove_pattern_subscriber(&self, pattern: &Pattern, client_id: &str) -> bool {
+        let mut index = self.patterns.write();
+        let last = index.remove(pattern, client_id);
+        self.sync_pattern_count(&index);
+        last
+    }
+
+    fn sync_pattern_count(&self, index: &PatternIndex) {
+        let before = self
+            .pattern_subscriptions
+            .swap(index.len(), Ordering::Relaxed);
+        let after = index.len();
+        if after > before {
+            self.subscriptions
+                .fetch_add(after - before, Ordering::Relaxed);
+        } else {
+            self.subscriptions
+                .fetch_sub(before - after, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a namespace has local wildcard subscribers.
+    pub fn has_pattern_subscribers(&self, namespace: &str) -> bool {
+        self.patterns.read().has_namespace(namespace)
+    }
+
+    /// Fans a publication of the concrete `channel` out to the local wildcard
+    /// subscriptions matching it: each push names its pattern (the channel the client
+    /// subscribed) and carries `channel` in the publication; one encode per pattern and
+    /// protocol. Returns the number of subscribers reached.
+    pub fn broadcast_to_patterns(&self, channel: &str, publication: &Publication) -> usize {
+        if self.pattern_subscriptions.load(Ordering::Relaxed) == 0 {
+            return 0;
+        }
+        let started = Instant::now();
+        let mut concrete = publication.clone();
+        concrete.channel = Some(channel.to_string());
+        concrete.offset = 0;
+        let body = PushBody::Pub(&concrete);
+        let mut n = 0;
+        let index = self.patterns.read();
+        index.matching(channel, |pattern, subs| {
+            let frames = PushFrames::new(pattern, &body);
+            let mut refused = 0;
+            for sub in subs.values() {
+                if let Some(frame) = frame_for(&frames, sub, &mut refused) {
+                    sub.deliver(0, "", frame);
+                }
+            }
+            encoded(&frames, pattern, refused);
+            n += subs.len();
+        });
+        drop(index);
+        if n > 0 {
+            m::fanout(n, started.elapsed());
+        }
+        n
     }
 
     /// Whether a channel has local subscribers.

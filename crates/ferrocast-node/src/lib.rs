@@ -25,5 +25,6 @@ pub mod session;
 pub mod subscriber;
 pub mod survey;
 pub mod telemetry;
+pub mod wildcards;
 
 pub use node::{Node, NodeError, NodeOptions, PublishParams};

@@ -149,6 +149,7 @@ mod tests {
             offset: 3,
             tags: None,
             time: 0,
+            channel: None,
         }
     }
 

@@ -60,6 +60,14 @@ pub enum Envelope {
     Join(WireClientInfo),
     /// A client left.
     Leave(WireClientInfo),
+    /// A publication of `channel` on its namespace's wildcard feed (the feed's pub/sub
+    /// channel carries the publications of every channel of the namespace).
+    Feed {
+        /// The concrete channel.
+        channel: String,
+        /// The publication.
+        publication: WirePublication,
+    },
 }
 
 fn payload(b: serde_bytes::ByteBuf) -> Payload {
@@ -115,6 +123,7 @@ impl WirePublication {
             offset,
             tags: self.tags,
             time: self.time,
+            channel: None,
         }
     }
 }
@@ -277,6 +286,7 @@ mod tests {
             offset: 0,
             tags: None,
             time: 5,
+            channel: None,
         };
         let env = Envelope::Pub(WirePublication::from_publication(&p, None));
         let bytes = encode_message(42, "abcd", &env);

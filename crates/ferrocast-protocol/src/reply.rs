@@ -205,6 +205,7 @@ mod tests {
             offset: 7,
             tags: None,
             time: 0,
+            channel: None,
         };
         let b = encode_push_json("news", &PushBody::Pub(&p)).unwrap();
         assert_eq!(

@@ -51,6 +51,10 @@ pub struct Publication {
     /// Publication time, Unix milliseconds.
     #[serde(default, skip_serializing_if = "is_zero_i64")]
     pub time: i64,
+    /// The concrete channel, when the publication reaches a wildcard subscription (the
+    /// push names the pattern).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
 }
 
 /// A position in a channel stream.

@@ -2,6 +2,9 @@
 //!
 //! Channel-scoped keys carry the channel in a hash tag so one script may touch them all.
 
+use crate::{feed_channel, feed_namespace};
+use std::borrow::Cow;
+
 /// Names under one prefix.
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -16,17 +19,24 @@ impl Keys {
         }
     }
 
-    /// Pub/sub channel of a broker channel.
+    /// Pub/sub channel of a broker channel; a namespace's wildcard feed is
+    /// `<prefix>:feed:{<namespace>}`.
     pub fn pubsub(&self, channel: &str) -> String {
-        format!("{}:ch:{{{}}}", self.prefix, channel)
+        match feed_namespace(channel) {
+            Some(namespace) => format!("{}:feed:{{{}}}", self.prefix, namespace),
+            None => format!("{}:ch:{{{}}}", self.prefix, channel),
+        }
     }
 
-    /// The broker channel of a pub/sub channel name, if it is one.
-    pub fn channel_of<'a>(&self, pubsub: &'a str) -> Option<&'a str> {
-        pubsub
-            .strip_prefix(self.prefix.as_str())?
-            .strip_prefix(":ch:{")?
+    /// The broker channel of a pub/sub channel name (or wildcard feed), if it is one.
+    pub fn channel_of<'a>(&self, pubsub: &'a str) -> Option<Cow<'a, str>> {
+        let rest = pubsub.strip_prefix(self.prefix.as_str())?;
+        if let Some(namespace) = rest.strip_prefix(":feed:{") {
+            return Some(Cow::Owned(feed_channel(namespace.strip_suffix('}')?)));
+        }
+        rest.strip_prefix(":ch:{")?
             .strip_suffix('}')
+            .map(Cow::Borrowed)
     }
 
     /// History stream.
@@ -104,7 +114,14 @@ mod tests {
     fn names_round_trip() {
         let k = Keys::new("fc");
         assert_eq!(k.pubsub("chat:1"), "fc:ch:{chat:1}");
-        assert_eq!(k.channel_of("fc:ch:{chat:1}"), Some("chat:1"));
+        assert_eq!(k.channel_of("fc:ch:{chat:1}").as_deref(), Some("chat:1"));
+        let feed = feed_channel("sensors");
+        assert_eq!(k.pubsub(&feed), "fc:feed:{sensors}");
+        assert_eq!(
+            k.channel_of("fc:feed:{sensors}").as_deref(),
+            Some(feed.as_str())
+        );
+        assert_eq!(k.pubsub(&feed_channel("")), "fc:feed:{}");
         assert_eq!(k.channel_of("fc:control"), None);
         assert_eq!(k.history("a"), "fc:hist:{a}");
     }

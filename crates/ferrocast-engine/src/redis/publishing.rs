@@ -3,6 +3,7 @@
 
 use super::conn::{Conn, unavailable};
 use super::{RedisEngine, new_epoch, scripts, secs};
+use crate::feed_channel;
 use crate::{EngineError, PublishOptions};
 use ferrocast_protocol::envelope::{Envelope, WirePublication, encode_body, encode_message};
 use ferrocast_protocol::{Publication, StreamPosition};
@@ -96,8 +97,50 @@ impl RedisEngine {
         for a in args {
             inv.arg(a);
         }
-        let (offset, epoch): (u64, String) = Conn::run(inv.invoke_async(&mut conn)).await?;
-        Ok(StreamPosition { offset, epoch })
+        let (offset, epoch, fresh): (u64, String, i64) =
+            Conn::run(inv.invoke_async(&mut conn)).await?;
+        let position = StreamPosition { offset, epoch };
+        if let Some(namespace) = &opts.feed
+            && fresh == 1
+        {
+            self.publish_feed(channel, namespace, &[(publication, opts, &position)])
+                .await;
+        }
+        Ok(position)
+    }
+
+    /// Copies fresh publications of `channel` to its namespace's wildcard feed, for the
+    /// nodes with wildcard subscriptions there. Best effort: the publications are in their
+    /// channel already; a failure here is logged and costs only wildcard subscribers.
+    async fn publish_feed(
+        &self,
+        channel: &str,
+        namespace: &str,
+        items: &[(&Publication, &PublishOptions, &StreamPosition)],
+    ) {
+        if items.is_empty() {
+            return;
+        }
+        let feed = feed_channel(namespace);
+        let key = self.inner.keys.pubsub(&feed);
+        let mut pipe = redis::pipe();
+        for (publication, opts, position) in items {
+            let envelope = Envelope::Feed {
+                channel: channel.to_string(),
+                publication: WirePublication::from_publication(publication, opts.trace.clone()),
+            };
+            pipe.cmd(self.publish_command())
+                .arg(&key)
+                .arg(encode_message(position.offset, &position.epoch, &envelope))
+                .ignore();
+        }
+        let sent = match self.shard(&feed).conn.get() {
+            Ok(mut conn) => Conn::run(pipe.query_async::<()>(&mut conn)).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = sent {
+            tracing::warn!(channel, namespace, error = %e, "wildcard feed publish failed");
+        }
     }
 
     /// A run of publications to one channel as one transaction: in order, one round trip.
@@ -121,7 +164,7 @@ impl RedisEngine {
                 .arg(keys)
                 .arg(args);
         }
-        type Results = Vec<redis::RedisResult<(u64, String)>>;
+        type Results = Vec<redis::RedisResult<(u64, String, i64)>>;
         let mut results: Results = Conn::run(pipe.query_async(&mut conn)).await?;
         // After a Redis restart the script is gone: every EVALSHA failed alike and none
         // took effect; load it and send the transaction again.
@@ -135,16 +178,30 @@ impl RedisEngine {
             .await?;
             results = Conn::run(pipe.query_async(&mut conn)).await?;
         }
-        Ok(results
+        let mut fresh = Vec::new();
+        let positions: Vec<Result<StreamPosition, EngineError>> = results
             .into_iter()
-            .map(|r| {
-                r.map(|(offset, epoch)| StreamPosition { offset, epoch })
-                    .map_err(unavailable)
+            .zip(items)
+            .map(|(r, (publication, opts))| {
+                r.map(|(offset, epoch, new)| {
+                    let position = StreamPosition { offset, epoch };
+                    if new == 1 && opts.feed.is_some() {
+                        fresh.push((publication, opts, position.clone()));
+                    }
+                    position
+                })
+                .map_err(unavailable)
             })
-            .collect())
+            .collect();
+        // One feed per namespace: the items of one channel share it.
+        if let Some(namespace) = fresh.first().and_then(|(_, o, _)| o.feed.clone()) {
+            let items: Vec<_> = fresh.iter().map(|(p, o, pos)| (*p, *o, pos)).collect();
+            self.publish_feed(channel, &namespace, &items).await;
+        }
+        Ok(positions)
     }
 }
 
-fn is_noscript(r: &redis::RedisResult<(u64, String)>) -> bool {
+fn is_noscript(r: &redis::RedisResult<(u64, String, i64)>) -> bool {
     matches!(r, Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript))
 }

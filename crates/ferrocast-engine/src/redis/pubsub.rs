@@ -14,7 +14,7 @@ use super::Inner;
 use super::conn::Target;
 use super::keys::Keys;
 use super::link::{self, ClusterLink, Link, Messages};
-use crate::EngineError;
+use crate::{EngineError, feed_namespace};
 use ferrocast_protocol::envelope::{ControlMessage, Envelope, decode_message};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -345,7 +345,13 @@ impl WorkerState {
         let Some(handler) = inner.handler.get().cloned() else {
             return;
         };
-        let channels: Vec<String> = self.subscribed.iter().cloned().collect();
+        // Wildcard feeds have no stream: their subscriptions do not recover.
+        let channels: Vec<String> = self
+            .subscribed
+            .iter()
+            .filter(|c| feed_namespace(c).is_none())
+            .cloned()
+            .collect();
         // The command connection may come back a moment after this one.
         let mut positions = inner.stream_positions(self.shard, &channels).await;
         for _ in 0..30 {
@@ -402,6 +408,7 @@ impl WorkerState {
         let Some(channel) = self.keys.channel_of(name) else {
             return;
         };
+        let channel = channel.as_ref();
         let (offset, epoch, envelope) = match decode_message(payload) {
             Ok(x) => x,
             Err(e) => {
@@ -418,6 +425,17 @@ impl WorkerState {
             }
             Envelope::Join(info) => handler.on_join(channel, &info.into_info()),
             Envelope::Leave(info) => handler.on_leave(channel, &info.into_info()),
+            Envelope::Feed {
+                channel: concrete,
+                publication: mut wp,
+            } if feed_namespace(channel).is_some() => {
+                let trace = wp.trace.take();
+                let p = wp.into_publication(offset);
+                handler.on_feed_publication(&concrete, &p, trace.as_deref());
+            }
+            Envelope::Feed { .. } => {
+                tracing::warn!(channel, "feed message outside a feed");
+            }
         }
     }
 }

@@ -7,13 +7,14 @@
 /// ARGV: envelope, history size, history ttl (s), meta ttl (s), epoch candidate,
 ///       idempotency ttl (s, 0 = none), use history (1/0), publish command (`publish`, or
 ///       `spublish` on a Redis Cluster).
-/// Returns {offset, epoch}.
+/// Returns {offset, epoch, fresh}: fresh is 0 for a repeat of an idempotent publish
+/// (nothing published again).
 pub const PUBLISH: &str = r#"
 if ARGV[6] ~= '0' then
   local prev = redis.call('get', KEYS[3])
   if prev then
     local sep = string.find(prev, ':', 1, true)
-    return {tonumber(string.sub(prev, 1, sep - 1)), string.sub(prev, sep + 1)}
+    return {tonumber(string.sub(prev, 1, sep - 1)), string.sub(prev, sep + 1), 0}
   end
 end
 local offset = 0
@@ -34,7 +35,7 @@ redis.call(ARGV[8], KEYS[4], cmsgpack.pack(offset) .. cmsgpack.pack(epoch) .. AR
 if ARGV[6] ~= '0' then
   redis.call('set', KEYS[3], offset .. ':' .. epoch, 'EX', ARGV[6])
 end
-return {offset, epoch}
+return {offset, epoch, 1}
 "#;
 
 /// History read with the stream position.

@@ -147,6 +147,9 @@ pub struct ChannelOptions {
     pub allow_history_for_anonymous: bool,
     /// Channels like `dialog#42,43` may be subscribed by the listed users without a token.
     pub allow_user_limited_channels: bool,
+    /// Subscriptions may be wildcard patterns over the namespace's channels (tokens
+    /// separated by `.`; `*` one token, `>` the rest), e.g. `sensors:building1.*.temp`.
+    pub allow_wildcard_subscriptions: bool,
     /// Subscriptions without a token are decided by the subscribe proxy.
     pub subscribe_proxy_enabled: bool,
     /// Which subscribe proxy (empty or `default`: `channel.proxy.subscribe`).

@@ -6,7 +6,7 @@ use crate::control::SessionControl;
 use crate::hub::Hub;
 use crate::survey::Surveys;
 use crate::telemetry;
-use ferrocast_engine::EventHandler;
+use ferrocast_engine::{EventHandler, feed_namespace};
 use ferrocast_protocol::envelope::ControlMessage;
 use ferrocast_protocol::{ClientInfo, Disconnect, Publication, StreamPosition};
 use std::sync::Arc;
@@ -92,11 +92,21 @@ impl EventHandler for NodeEvents {
         self.hub.check_position(channel, position);
     }
 
+    fn on_feed_publication(&self, channel: &str, publication: &Publication, trace: Option<&str>) {
+        let span = telemetry::fan_out_span(channel, trace);
+        let _entered = span.enter();
+        let delivered = self.hub.broadcast_to_patterns(channel, publication);
+        span.record("subscribers", delivered);
+    }
+
     fn on_control(&self, message: ControlMessage) {
         self.route_control(message);
     }
 
     fn has_local_subscribers(&self, channel: &str) -> bool {
-        self.hub.has_subscribers(channel)
+        match feed_namespace(channel) {
+            Some(namespace) => self.hub.has_pattern_subscribers(namespace),
+            None => self.hub.has_subscribers(channel),
+        }
     }
 }

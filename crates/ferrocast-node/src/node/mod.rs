@@ -19,6 +19,7 @@ use crate::metrics as m;
 use crate::proxy::Proxies;
 use crate::survey::Surveys;
 use crate::telemetry;
+use crate::wildcards::{self, Pattern};
 use events::NodeEvents;
 use ferrocast_engine::{
     Broker, CommandStream, Controller, Engine, EngineError, PresenceManager, PublishOptions,
@@ -214,9 +215,39 @@ impl Node {
         self.rules.options(channel)
     }
 
+    /// `channel` as a wildcard pattern: `Ok(None)` for an ordinary channel; 107 for a
+    /// malformed pattern, or a pattern in a namespace without
+    /// `allow_wildcard_subscriptions`.
+    pub fn pattern(&self, channel: &str) -> Result<Option<Pattern>, ProtocolError> {
+        let opts = self.rules.options(channel)?;
+        if opts.allow_wildcard_subscriptions {
+            return wildcards::parse(channel);
+        }
+        if wildcards::is_pattern(channel) {
+            return Err(ProtocolError::with_message(
+                ErrorCode::BadRequest,
+                "wildcard subscriptions are not enabled in this namespace",
+            ));
+        }
+        Ok(None)
+    }
+
+    /// The options of a concrete channel: 107 for a wildcard pattern (patterns can be
+    /// subscribed to only: not published to, nor asked for history or presence).
+    fn concrete_options(&self, channel: &str) -> Result<&ChannelOptions, ProtocolError> {
+        let opts = self.rules.options(channel)?;
+        if opts.allow_wildcard_subscriptions && wildcards::parse(channel)?.is_some() {
+            return Err(ProtocolError::with_message(
+                ErrorCode::BadRequest,
+                "a wildcard pattern can only be subscribed to",
+            ));
+        }
+        Ok(opts)
+    }
+
     /// The options of a channel whose namespace has presence on (108 when it is off).
     pub fn presence_options(&self, channel: &str) -> Result<&ChannelOptions, ProtocolError> {
-        let opts = self.rules.options(channel)?;
+        let opts = self.concrete_options(channel)?;
         if !opts.presence {
             return Err(ProtocolError::new(ErrorCode::NotAvailable));
         }
@@ -225,7 +256,7 @@ impl Node {
 
     /// The options of a channel whose namespace keeps history (108 when it does not).
     pub fn history_options(&self, channel: &str) -> Result<&ChannelOptions, ProtocolError> {
-        let opts = self.rules.options(channel)?;
+        let opts = self.concrete_options(channel)?;
         if !opts.history_enabled() {
             return Err(ProtocolError::new(ErrorCode::NotAvailable));
         }
@@ -308,7 +339,7 @@ impl Node {
         channel: &str,
         params: PublishParams,
     ) -> Result<(Publication, PublishOptions), ProtocolError> {
-        let options = self.rules.options(channel)?;
+        let options = self.concrete_options(channel)?;
         let Some(data) = params.data else {
             return Err(ProtocolError::with_message(
                 ErrorCode::BadRequest,
@@ -317,6 +348,10 @@ impl Node {
         };
         let mut opts = PublishOptions {
             idempotency_key: params.idempotency_key,
+            // Also to the wildcard subscribers of the namespace, wherever they are.
+            feed: options
+                .allow_wildcard_subscriptions
+                .then(|| wildcards::namespace_of(channel).to_string()),
             ..Default::default()
         };
         if options.history_enabled() && !params.skip_history {
@@ -329,6 +364,7 @@ impl Node {
             offset: 0,
             tags: params.tags,
             time: 0,
+            channel: None,
         };
         Ok((publication, opts))
     }

@@ -7,7 +7,7 @@ use super::{Node, engine_error};
 use crate::control::ClientHandle;
 use crate::subscriber::Subscriber;
 use crate::survey::local_channels;
-use ferrocast_engine::{HistoryFilter, HistoryResult, PresenceStats};
+use ferrocast_engine::{HistoryFilter, HistoryResult, PresenceStats, feed_channel};
 use ferrocast_protocol::envelope::{ControlMessage, NodeInfo};
 use ferrocast_protocol::{ClientInfo, ProtocolError, StreamPosition};
 use std::collections::{BTreeMap, HashMap};
@@ -107,6 +107,17 @@ impl Node {
         subscriber: Arc<Subscriber>,
     ) -> Result<(), ProtocolError> {
         let client_id = subscriber.client.id.clone();
+        if let Some(pattern) = self.pattern(channel)? {
+            // A wildcard subscription: the node follows its namespace's feed.
+            self.hub
+                .add_pattern_subscriber(channel, &pattern, subscriber);
+            let feed = feed_channel(&pattern.namespace);
+            if let Err(e) = self.broker.subscribe(&feed).await {
+                self.remove_subscriber(channel, &client_id).await;
+                return Err(engine_error(e));
+            }
+            return Ok(());
+        }
         self.hub.add_subscriber(channel, subscriber);
         if let Err(e) = self.broker.subscribe(channel).await {
             self.remove_subscriber(channel, &client_id).await;
@@ -118,6 +129,15 @@ impl Node {
     /// Removes a local subscriber; the node stops following the channel when it was the
     /// last one.
     pub async fn remove_subscriber(&self, channel: &str, client_id: &str) {
+        if let Ok(Some(pattern)) = self.pattern(channel) {
+            if self.hub.remove_pattern_subscriber(&pattern, client_id) {
+                let feed = feed_channel(&pattern.namespace);
+                if let Err(e) = self.broker.unsubscribe(&feed).await {
+                    tracing::warn!(channel, error = %e, "engine unsubscribe of a wildcard feed failed");
+                }
+            }
+            return;
+        }
         self.hub.remove_subscriber(channel, client_id);
         if !self.hub.has_subscribers(channel)
             && let Err(e) = self.broker.unsubscribe(channel).await

@@ -82,6 +82,7 @@ async fn read(
                     offset: 0,
                     tags: (!p.tags.is_empty()).then_some(p.tags),
                     time: 0,
+                    channel: None,
                 };
                 match protocol.encode_push(&channel, &PushBody::Pub(&publication)) {
                     Ok(frame) => {

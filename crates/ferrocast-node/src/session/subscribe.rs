@@ -60,6 +60,10 @@ impl Session {
             Ok(o) => o.clone(),
             Err(e) => return Ok(Err(e)),
         };
+        // A malformed pattern is refused before anything is asked.
+        if let Err(e) = self.node.pattern(&req.channel) {
+            return Ok(Err(e));
+        }
         let mut grant = Grant::default();
         if !req.token.is_empty() {
             let claims = match self.node.verifier.verify_subscribe(&req.token) {
@@ -118,9 +122,17 @@ impl Session {
         let stream = grant.stream.take();
         let node = self.node.clone();
         let opts = node.channel_options(&req.channel)?.clone();
+        let wildcard = node.pattern(&req.channel)?.is_some();
+        if wildcard && req.recover {
+            return Err(ProtocolError::with_message(
+                ErrorCode::BadRequest,
+                "a wildcard subscription cannot recover: it has no stream position",
+            ));
+        }
         let o = grant.overrides;
-        let presence = o.presence.unwrap_or(opts.presence);
-        let join_leave_on = o.join_leave.unwrap_or(opts.join_leave);
+        // A pattern is no channel: no presence or join/leave in it.
+        let presence = o.presence.unwrap_or(opts.presence) && !wildcard;
+        let join_leave_on = o.join_leave.unwrap_or(opts.join_leave) && !wildcard;
         let push_join_leave = o
             .force_push_join_leave
             .unwrap_or(opts.force_push_join_leave);
@@ -141,6 +153,7 @@ impl Session {
         let join_leave = join_leave_on && (push_join_leave || req.join_leave);
         let recoverable = opts.history_enabled()
             && stream.is_none()
+            && !wildcard
             && (force_recovery || req.recoverable || req.recover || server_side);
         let subscriber = Arc::new(Subscriber::new(c.handle.clone(), join_leave, recoverable));
         node.add_subscriber(&channel, subscriber.clone()).await?;

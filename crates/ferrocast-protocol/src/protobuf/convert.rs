@@ -138,6 +138,7 @@ pub fn publication(p: &Publication) -> wire::Publication {
         offset: p.offset,
         tags: p.tags.clone().unwrap_or_default(),
         time: p.time,
+        channel: p.channel.clone().unwrap_or_default(),
         ..Default::default()
     }
 }
