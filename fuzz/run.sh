@@ -16,7 +16,7 @@ fi
 # cargo fuzz passes nightly-only flags; the stable toolchain accepts them with this.
 export RUSTC_BOOTSTRAP=1
 status=0
-for target in command_decoder envelope_decoder protobuf_decoder jwt; do
+for target in command_decoder envelope_decoder protobuf_decoder jwt wildcard_matcher; do
   echo "== fuzzing $target for ${seconds}s"
   mkdir -p "corpus/$target" "regressions/$target"
   if ! cargo fuzz run --sanitizer none "$target" "corpus/$target" "regressions/$target" -- \

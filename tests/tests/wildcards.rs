@@ -2,9 +2,13 @@
 //! look, what is refused, and publications from other nodes (HTTP API and the Redis
 //! command stream) on standalone Redis and on a Redis Cluster.
 
-use ferrocast_tests::{Backplane, Client, NodeProcess, base_config, token};
+use ferrocast_protocol::protobuf::wire;
+use ferrocast_tests::compat::{Sdk, compat_dir};
+use ferrocast_tests::{Backplane, Client, NodeProcess, PbClient, base_config, token};
 use serde_json::{Value, json};
+use std::process::Stdio;
 use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 fn with_sensors(mut cfg: Value) -> Value {
     cfg["channel"]["namespaces"]
@@ -136,6 +140,28 @@ async fn patterns_receive_the_channels_they_match() {
         received(&mut p, 1).await,
         vec![row("sensors:b2.>", "sensors:b2.x", json!({"v": 8}))]
     );
+    // In Protobuf the concrete channel is the publication's field 10.
+    let (mut pb, _) = PbClient::connect(&n.ws_url(), &token(json!({"sub": "dave"}))).await;
+    let r = pb
+        .command(wire::Command {
+            subscribe: Some(wire::SubscribeRequest {
+                channel: "sensors:b4.*".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await;
+    assert!(r.subscribe.is_some(), "{r:?}");
+    n.api_ok(
+        "publish",
+        json!({"channel": "sensors:b4.z", "data": {"v": 10}}),
+    )
+    .await;
+    let push = pb.push().await;
+    assert_eq!(push.channel, "sensors:b4.*");
+    let publication = push.r#pub.expect("a publication");
+    assert_eq!(publication.channel, "sensors:b4.z");
+    assert_eq!(publication.data.as_ref(), br#"{"v":10}"#);
     // A subscription token may name a pattern.
     let mut t = connect(&n, "carol").await;
     let sub_token = token(json!({"sub": "carol", "channel": "sensors:b3.*"}));
@@ -321,4 +347,99 @@ async fn patterns_across_three_nodes_on_redis() {
 #[tokio::test]
 async fn patterns_across_three_nodes_on_a_redis_cluster() {
     across_nodes(Backplane::cluster().await, "wildc").await;
+}
+
+/// Runs an SDK's wildcard script against `subscriber_node`; once it is subscribed,
+/// publishes through `api_node`'s HTTP API and through the command stream, and waits for
+/// it to pass.
+async fn sdk_patterns(
+    sdk: Sdk,
+    protocol: &str,
+    bp: &Backplane,
+    prefix: &str,
+    api_node: &NodeProcess,
+    subscriber_node: &NodeProcess,
+) {
+    let script = match sdk {
+        Sdk::Js => "wildcards_js.mjs",
+        Sdk::Python => "wildcards_python.py",
+    };
+    let expect = json!({
+        "sensors:b1.*.temp": [{"v": 1}, {"v": 2}],
+        "sensors:>": [{"v": 1}, {"v": 2}, {"v": 3}],
+    });
+    let mut child = tokio::process::Command::new(sdk.program())
+        .arg(compat_dir().join(script))
+        .current_dir(compat_dir())
+        .env("COMPAT_WS_URL", subscriber_node.ws_url())
+        .env("COMPAT_TOKEN", token(json!({"sub": "sdk"})))
+        .env("COMPAT_PROTOCOL", protocol)
+        .env("COMPAT_EXPECT", expect.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the SDK script");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut output = Vec::new();
+    let ready = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            output.push(line.clone());
+            if line == "READY" {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    assert!(ready, "{script} ({protocol}) did not subscribe: {output:?}");
+    api_node
+        .api_ok(
+            "publish",
+            json!({"channel": "sensors:b1.f1.temp", "data": {"v": 1}}),
+        )
+        .await;
+    let mut conn = bp.connection().await;
+    conn.xadd_command(
+        prefix,
+        "publish",
+        &json!({"channel": "sensors:b1.f2.temp", "data": {"v": 2}}).to_string(),
+    )
+    .await;
+    api_node
+        .api_ok(
+            "publish",
+            json!({"channel": "sensors:b2.x", "data": {"v": 3}}),
+        )
+        .await;
+    let rest = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            output.push(line);
+        }
+        child.wait().await
+    })
+    .await
+    .expect("the SDK script finished")
+    .expect("wait");
+    println!("{}", output.join("\n"));
+    assert!(rest.success(), "{script} ({protocol}) failed: {output:?}");
+}
+
+#[tokio::test]
+async fn sdks_subscribe_to_patterns_across_nodes() {
+    let bp = Backplane::standalone().await;
+    let prefix = "wsdk";
+    let cfg = with_sensors(bp.node_config(prefix));
+    let a = NodeProcess::start(cfg.clone()).await;
+    let b = NodeProcess::start(cfg).await;
+    a.wait_ready(200).await;
+    b.wait_ready(200).await;
+    for sdk in [Sdk::Js, Sdk::Python] {
+        for protocol in ["json", "protobuf"] {
+            sdk_patterns(sdk, protocol, &bp, prefix, &a, &b).await;
+        }
+    }
 }

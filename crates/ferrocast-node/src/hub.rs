@@ -218,10 +218,16 @@ impl Hub {
         first
     }
 
-    /// Removes a wildcard subscriber; returns true when its namespace has none left.
-    pub fn remove_pattern_subscriber(&self, pattern: &Pattern, client_id: &str) -> bool {
+    /// Removes a wildcard subscriber of `pattern` (named `channel`); returns true when its
+    /// namespace has none left.
+    pub fn remove_pattern_subscriber(
+        &self,
+        channel: &str,
+        pattern: &Pattern,
+        client_id: &str,
+    ) -> bool {
         let mut index = self.patterns.write();
-        let last = index.remove(pattern, client_id);
+        let last = index.remove(channel, pattern, client_id);
         self.sync_pattern_count(&index);
         last
     }

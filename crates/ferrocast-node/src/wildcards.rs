@@ -83,12 +83,9 @@ pub fn parse(channel: &str) -> Result<Option<Pattern>, ProtocolError> {
     }))
 }
 
-/// The subscribers of one pattern.
-struct Terminal {
-    /// The pattern as subscribed (the channel of its pushes).
-    pattern: String,
-    subs: HashMap<String, Arc<Subscriber>>,
-}
+/// The subscribers of the patterns ending at one trie position, by the name they
+/// subscribed with (the channel of their pushes: two names may spell one pattern).
+type Terminal = HashMap<String, HashMap<String, Arc<Subscriber>>>;
 
 /// One level of the trie.
 #[derive(Default)]
@@ -101,51 +98,53 @@ struct Node {
     end: Option<Terminal>,
 }
 
+/// Removes `client`'s subscription named `name` from a terminal slot, emptying the slot
+/// when nothing is left; returns whether it was there.
+fn take(slot: &mut Option<Terminal>, name: &str, client: &str) -> bool {
+    let Some(t) = slot else { return false };
+    let Some(subs) = t.get_mut(name) else {
+        return false;
+    };
+    let removed = subs.remove(client).is_some();
+    if subs.is_empty() {
+        t.remove(name);
+    }
+    if t.is_empty() {
+        *slot = None;
+    }
+    removed
+}
+
 impl Node {
     fn is_empty(&self) -> bool {
         self.exact.is_empty() && self.one.is_none() && self.rest.is_none() && self.end.is_none()
     }
 
     /// The terminal of `tokens` below this node, made on the way.
-    fn terminal(&mut self, tokens: &[String], pattern: &str) -> &mut Terminal {
-        let new = || Terminal {
-            pattern: pattern.to_string(),
-            subs: HashMap::new(),
-        };
+    fn terminal(&mut self, tokens: &[String]) -> &mut Terminal {
         match tokens.split_first() {
-            None => self.end.get_or_insert_with(new),
-            Some((t, rest)) if t == REST && rest.is_empty() => self.rest.get_or_insert_with(new),
-            Some((t, rest)) if t == ONE => self
-                .one
-                .get_or_insert_with(Default::default)
-                .terminal(rest, pattern),
-            Some((t, rest)) => self
-                .exact
-                .entry(t.clone())
-                .or_default()
-                .terminal(rest, pattern),
+            None => self.end.get_or_insert_with(Default::default),
+            Some((t, rest)) if t == REST && rest.is_empty() => {
+                self.rest.get_or_insert_with(Default::default)
+            }
+            Some((t, rest)) if t == ONE => {
+                self.one.get_or_insert_with(Default::default).terminal(rest)
+            }
+            Some((t, rest)) => self.exact.entry(t.clone()).or_default().terminal(rest),
         }
     }
 
-    /// Removes `client` from the terminal of `tokens`, pruning what is left empty;
-    /// returns whether it was there.
-    fn remove(&mut self, tokens: &[String], client: &str) -> bool {
-        let take = |slot: &mut Option<Terminal>| {
-            let Some(t) = slot else { return false };
-            let removed = t.subs.remove(client).is_some();
-            if t.subs.is_empty() {
-                *slot = None;
-            }
-            removed
-        };
+    /// Removes `client`'s subscription named `name` from the terminal of `tokens`,
+    /// pruning what is left empty; returns whether it was there.
+    fn remove(&mut self, tokens: &[String], name: &str, client: &str) -> bool {
         match tokens.split_first() {
-            None => take(&mut self.end),
-            Some((t, rest)) if t == REST && rest.is_empty() => take(&mut self.rest),
+            None => take(&mut self.end, name, client),
+            Some((t, rest)) if t == REST && rest.is_empty() => take(&mut self.rest, name, client),
             Some((t, rest)) if t == ONE => {
                 let Some(child) = self.one.as_mut() else {
                     return false;
                 };
-                let removed = child.remove(rest, client);
+                let removed = child.remove(rest, name, client);
                 if child.is_empty() {
                     self.one = None;
                 }
@@ -155,7 +154,7 @@ impl Node {
                 let Some(child) = self.exact.get_mut(t) else {
                     return false;
                 };
-                let removed = child.remove(rest, client);
+                let removed = child.remove(rest, name, client);
                 if child.is_empty() {
                     self.exact.remove(t);
                 }
@@ -164,7 +163,7 @@ impl Node {
         }
     }
 
-    /// Calls `f` with each terminal matching `tokens` (never twice for one).
+    /// Calls `f` with each subscribed name matching `tokens` (never twice for one).
     fn visit<'a>(
         &'a self,
         tokens: &[&str],
@@ -172,13 +171,13 @@ impl Node {
     ) {
         match tokens.split_first() {
             None => {
-                if let Some(t) = &self.end {
-                    f(&t.pattern, &t.subs);
+                for (name, subs) in self.end.iter().flatten() {
+                    f(name, subs);
                 }
             }
             Some((first, rest)) => {
-                if let Some(t) = &self.rest {
-                    f(&t.pattern, &t.subs);
+                for (name, subs) in self.rest.iter().flatten() {
+                    f(name, subs);
                 }
                 if let Some(child) = self.exact.get(*first) {
                     child.visit(rest, f);
@@ -207,20 +206,23 @@ impl PatternIndex {
             .namespaces
             .entry(pattern.namespace.clone())
             .or_default();
-        let t = root.terminal(&pattern.tokens, channel);
-        if t.subs.insert(sub.client.id.clone(), sub).is_none() {
+        let subs = root
+            .terminal(&pattern.tokens)
+            .entry(channel.to_string())
+            .or_default();
+        if subs.insert(sub.client.id.clone(), sub).is_none() {
             self.subscriptions += 1;
         }
         first
     }
 
-    /// Removes a subscriber; returns true when the namespace has no wildcard subscription
-    /// left.
-    pub fn remove(&mut self, pattern: &Pattern, client: &str) -> bool {
+    /// Removes `client`'s subscription to `pattern` (named `channel`); returns true when
+    /// the namespace has no wildcard subscription left.
+    pub fn remove(&mut self, channel: &str, pattern: &Pattern, client: &str) -> bool {
         let Some(root) = self.namespaces.get_mut(&pattern.namespace) else {
             return false;
         };
-        if root.remove(&pattern.tokens, client) {
+        if root.remove(&pattern.tokens, channel, client) {
             self.subscriptions -= 1;
         }
         if root.is_empty() {
@@ -263,6 +265,71 @@ impl PatternIndex {
         let tokens: Vec<&str> = rest.split(TOKEN_SEPARATOR).collect();
         root.visit(&tokens, &mut f);
     }
+}
+
+/// Whether `pattern` matches the concrete `channel`: the definition [`PatternIndex`]
+/// follows, token by token.
+pub fn matches(pattern: &Pattern, channel: &str) -> bool {
+    let (namespace, rest) = split(channel);
+    if namespace != pattern.namespace || rest.contains(USER_BOUNDARY) {
+        return false;
+    }
+    let tokens: Vec<&str> = rest.split(TOKEN_SEPARATOR).collect();
+    let mut i = 0;
+    for (k, p) in pattern.tokens.iter().enumerate() {
+        if p == REST {
+            return k + 1 == pattern.tokens.len() && i < tokens.len();
+        }
+        match tokens.get(i) {
+            Some(t) if p == ONE || p == t => i += 1,
+            _ => return false,
+        }
+    }
+    i == tokens.len()
+}
+
+/// Checks [`PatternIndex`] against [`matches`] on one input (the fuzzer's and its
+/// regressions'): the first line is a channel, the next ones (at most 64) patterns. The
+/// index must report exactly the valid patterns that match, and be empty once they are
+/// removed. Returns what disagreed.
+pub fn cross_check(
+    input: &str,
+    subscriber: impl Fn(usize) -> Arc<Subscriber>,
+) -> Result<(), String> {
+    let mut lines = input.split('\n');
+    let Some(channel) = lines.next() else {
+        return Ok(());
+    };
+    let mut index = PatternIndex::default();
+    let mut added: Vec<(String, Pattern, String)> = Vec::new();
+    for (i, line) in lines.take(64).enumerate() {
+        if let Ok(Some(p)) = parse(line) {
+            let sub = subscriber(i);
+            let id = sub.client.id.clone();
+            index.add(line, &p, sub);
+            added.push((line.to_string(), p, id));
+        }
+    }
+    let mut got = Vec::new();
+    index.matching(channel, |pattern, _| got.push(pattern.to_string()));
+    got.sort();
+    let mut want: Vec<String> = added
+        .iter()
+        .filter(|(_, p, _)| matches(p, channel))
+        .map(|(name, _, _)| name.clone())
+        .collect();
+    want.sort();
+    want.dedup();
+    if got != want {
+        return Err(format!("{channel:?}: index {got:?}, definition {want:?}"));
+    }
+    for (name, p, id) in &added {
+        index.remove(name, p, id);
+    }
+    if !index.is_empty() || !index.namespaces.is_empty() {
+        return Err("the index is not empty after every removal".into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -344,14 +411,14 @@ mod tests {
             "user-limited channels never match"
         );
         assert_eq!(index.len(), 6);
-        assert!(!index.remove(&p("s:a.>"), "c1"));
+        assert!(!index.remove("s:a.>", &p("s:a.>"), "c1"));
         assert_eq!(matches(&index, "s:a.b"), ["s:>"]);
-        assert!(index.remove(&p("x:*"), "c5"));
+        assert!(index.remove("x:*", &p("x:*"), "c5"));
         assert!(!index.has_namespace("x"));
         for (pat, c) in [("s:a.*.t", "c0"), ("s:>", "c2"), ("s:*", "c3")] {
-            index.remove(&p(pat), c);
+            index.remove(pat, &p(pat), c);
         }
-        assert!(index.remove(&p_or_exact("s:a.b.t"), "c4"));
+        assert!(index.remove("s:a.b.t", &p_or_exact("s:a.b.t"), "c4"));
         assert!(index.is_empty());
         assert!(index.namespaces.is_empty(), "pruned");
     }
@@ -366,6 +433,18 @@ mod tests {
                 tokens: rest.split('.').map(str::to_string).collect(),
             }
         })
+    }
+
+    #[test]
+    fn the_index_follows_the_definition() {
+        for input in [
+            "s:a.b.c\ns:*.b.*\ns:a.>\ns:>\ns:*\ns:a.b.c.>\nx:>",
+            "s:a..c\ns:a.*.c\ns:*.*.*",
+            "nons\n*\n>\nnons.*",
+            "s:a\ns:a.>\ns:*.>",
+        ] {
+            cross_check(input, |i| sub(&format!("c{i}"))).unwrap();
+        }
     }
 
     #[test]

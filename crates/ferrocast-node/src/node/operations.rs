@@ -130,7 +130,10 @@ impl Node {
     /// last one.
     pub async fn remove_subscriber(&self, channel: &str, client_id: &str) {
         if let Ok(Some(pattern)) = self.pattern(channel) {
-            if self.hub.remove_pattern_subscriber(&pattern, client_id) {
+            if self
+                .hub
+                .remove_pattern_subscriber(channel, &pattern, client_id)
+            {
                 let feed = feed_channel(&pattern.namespace);
                 if let Err(e) = self.broker.unsubscribe(&feed).await {
                     tracing::warn!(channel, error = %e, "engine unsubscribe of a wildcard feed failed");
