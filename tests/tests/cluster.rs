@@ -510,13 +510,15 @@ async fn command_stream_survives_the_death_of_its_consumer(bp: Backplane) {
 
 async fn channels_api_counts_subscribers_on_every_node(bp: Backplane) {
     let nodes = cluster(&bp, 3).await;
-    // Every node must know the others before it can ask them.
-    for _ in 0..100 {
-        let info = nodes[0].api_ok("info", json!({})).await;
-        if info["nodes"].as_array().unwrap().len() == 3 {
-            break;
+    // Every asking node must know the others before it can ask them.
+    for asked in [0, 2] {
+        for _ in 0..100 {
+            let info = nodes[asked].api_ok("info", json!({})).await;
+            if info["nodes"].as_array().unwrap().len() == 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mut clients = Vec::new();
     for (node, channel) in [

@@ -4,6 +4,7 @@
 
 use crate::control::{ClientHandle, SessionControl};
 use crate::metrics as m;
+use crate::stats::{ChannelCounters, ChannelStat};
 use crate::subscriber::{Delivery, Subscriber};
 use crate::wildcards::{Pattern, PatternIndex};
 use bytes::Bytes;
@@ -22,7 +23,27 @@ const SHARDS: usize = 32;
 
 #[derive(Default)]
 struct ChannelShard {
-    channels: HashMap<String, HashMap<String, Arc<Subscriber>>>,
+    channels: HashMap<String, ChannelSubs>,
+}
+
+/// The local subscribers of one channel, by client id, and its counters.
+#[derive(Default)]
+struct ChannelSubs {
+    subs: HashMap<String, Arc<Subscriber>>,
+    counters: ChannelCounters,
+}
+
+impl std::ops::Deref for ChannelSubs {
+    type Target = HashMap<String, Arc<Subscriber>>;
+    fn deref(&self) -> &Self::Target {
+        &self.subs
+    }
+}
+
+impl std::ops::DerefMut for ChannelSubs {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.subs
+    }
 }
 
 #[derive(Default)]
@@ -312,14 +333,18 @@ impl Hub {
             let body = PushBody::Pub(publication);
             let frames = PushFrames::new(channel, &body);
             let mut refused = 0;
-            for (id, sub) in subs {
+            let mut delivered = 0;
+            for (id, sub) in subs.iter() {
                 let Some(frame) = frame_for(&frames, sub, &mut refused) else {
                     continue;
                 };
-                if sub.deliver(publication.offset, epoch, frame) == Delivery::Gap {
-                    behind.push(id.clone());
+                match sub.deliver(publication.offset, epoch, frame) {
+                    Delivery::Gap => behind.push(id.clone()),
+                    Delivery::Sent | Delivery::Held => delivered += 1,
+                    Delivery::Duplicate => {}
                 }
             }
+            subs.counters.record(delivered, refused as u64);
             encoded(&frames, channel, refused);
             subs.len()
         };
@@ -464,6 +489,29 @@ impl Hub {
             );
         }
         out
+    }
+
+    /// Statistics of the local channels matching `filter`.
+    pub fn channel_stats(&self, filter: impl Fn(&str) -> bool) -> Vec<ChannelStat> {
+        let mut out = Vec::new();
+        for shard in self.channel_shards.iter() {
+            let s = shard.read();
+            for (name, subs) in &s.channels {
+                if filter(name) {
+                    out.push(subs.counters.snapshot(name, subs.len() as u64));
+                }
+            }
+        }
+        out
+    }
+
+    /// Computes every local channel's rates over the `elapsed` time since the last call.
+    pub fn sample_channel_stats(&self, elapsed: std::time::Duration) {
+        for shard in self.channel_shards.iter() {
+            for subs in shard.read().channels.values() {
+                subs.counters.sample(elapsed);
+            }
+        }
     }
 
     /// Current counts.

@@ -22,6 +22,7 @@ pub mod outbox;
 pub mod proxy;
 pub mod ratelimit;
 pub mod session;
+pub mod stats;
 pub mod subscriber;
 pub mod survey;
 pub mod telemetry;

@@ -1,5 +1,6 @@
-//! Cluster-wide questions every node answers over the control channel. Today one: which
-//! channels have subscribers (the `channels` API), summed over all nodes.
+//! Cluster-wide questions every node answers over the control channel: which channels
+//! have subscribers (the `channels` API, subscriber counts summed over all nodes) and
+//! their statistics (the `channel_stats` API, [`ChannelStat`]s merged).
 //!
 //! The asking node publishes a request with a fresh id and collects one reply per other
 //! live node until a deadline; nodes answer from a bounded queue served by one task, so a
@@ -8,6 +9,7 @@
 
 use crate::channels::glob_match;
 use crate::hub::Hub;
+use crate::stats::ChannelStat;
 use ferrocast_engine::Controller;
 use ferrocast_protocol::envelope::ControlMessage;
 use parking_lot::Mutex;
@@ -22,17 +24,41 @@ pub const SURVEY_TIMEOUT: Duration = Duration::from_secs(2);
 /// Requests from other nodes waiting to be answered.
 const ANSWER_QUEUE: usize = 64;
 
-/// A request to answer: (survey id, pattern).
-type Question = (String, String);
+/// What a survey asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Question {
+    /// Channels and subscriber counts.
+    Channels,
+    /// Channels and their statistics.
+    Stats,
+}
 
-/// One node's answer: channel name and local subscriber count.
-pub type Answer = Vec<(String, u64)>;
+/// A request to answer: (kind, survey id, pattern).
+type Request = (Question, String, String);
+
+/// One node's answer: its channels (subscriber counts only, for [`Question::Channels`]).
+pub type Answer = Vec<ChannelStat>;
 
 /// Surveys in flight on this node and the queue of questions to answer.
 pub struct Surveys {
     own_id: String,
     pending: Mutex<HashMap<String, mpsc::UnboundedSender<Answer>>>,
-    questions: mpsc::Sender<Question>,
+    questions: mpsc::Sender<Request>,
+}
+
+fn counts_only(channels: Vec<(String, u64)>) -> Answer {
+    channels
+        .into_iter()
+        .map(|(channel, n)| ChannelStat {
+            channel,
+            num_clients: n,
+            publications: 0,
+            publications_per_sec: 0.0,
+            deliveries: 0,
+            deliveries_per_sec: 0.0,
+            drops: 0,
+        })
+        .collect()
 }
 
 impl Surveys {
@@ -55,36 +81,51 @@ impl Surveys {
 
     /// A control message for surveys arrived (never blocks).
     pub fn on_control(&self, message: ControlMessage) {
-        match message {
+        let (request, reply) = match message {
             ControlMessage::ChannelsRequest { id, from, pattern } if from != self.own_id => {
-                let Err(_) = self.questions.try_send((id, pattern)) else {
-                    return;
-                };
-                tracing::warn!("channels survey dropped: too many in flight");
+                (Some((Question::Channels, id, pattern)), None)
+            }
+            ControlMessage::ChannelStatsRequest { id, from, pattern } if from != self.own_id => {
+                (Some((Question::Stats, id, pattern)), None)
             }
             ControlMessage::ChannelsReply { id, channels } => {
-                if let Some(tx) = self.pending.lock().get(&id) {
-                    let _ = tx.send(channels);
-                }
+                (None, Some((id, counts_only(channels))))
             }
-            _ => {}
+            ControlMessage::ChannelStatsReply { id, channels } => (None, Some((id, channels))),
+            _ => (None, None),
+        };
+        if let Some(r) = request
+            && self.questions.try_send(r).is_err()
+        {
+            tracing::warn!("channels survey dropped: too many in flight");
+        }
+        if let Some((id, channels)) = reply
+            && let Some(tx) = self.pending.lock().get(&id)
+        {
+            let _ = tx.send(channels);
         }
     }
 
     /// Channels matching `pattern` on this node (`local`) and on the `others` other live
-    /// nodes, subscriber counts summed. Nodes that do not answer within
-    /// [`SURVEY_TIMEOUT`] are left out (and logged).
-    pub async fn channels(
+    /// nodes, each node's view merged ([`ChannelStat::merge`]). Nodes that do not answer
+    /// within [`SURVEY_TIMEOUT`] are left out (and logged).
+    pub async fn ask(
         &self,
+        question: Question,
         controller: &dyn Controller,
         local: Answer,
         others: usize,
         pattern: &str,
-    ) -> BTreeMap<String, u64> {
-        let mut merged: BTreeMap<String, u64> = BTreeMap::new();
+    ) -> BTreeMap<String, ChannelStat> {
+        let mut merged: BTreeMap<String, ChannelStat> = BTreeMap::new();
         let mut add = |answer: Answer| {
-            for (name, n) in answer {
-                *merged.entry(name).or_default() += n;
+            for stat in answer {
+                match merged.get_mut(&stat.channel) {
+                    Some(m) => m.merge(&stat),
+                    None => {
+                        merged.insert(stat.channel.clone(), stat);
+                    }
+                }
             }
         };
         add(local);
@@ -94,10 +135,18 @@ impl Surveys {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let (tx, mut rx) = mpsc::unbounded_channel();
         self.pending.lock().insert(id.clone(), tx);
-        let request = ControlMessage::ChannelsRequest {
-            id: id.clone(),
-            from: self.own_id.clone(),
-            pattern: pattern.to_string(),
+        let (from, pattern) = (self.own_id.clone(), pattern.to_string());
+        let request = match question {
+            Question::Channels => ControlMessage::ChannelsRequest {
+                id: id.clone(),
+                from,
+                pattern,
+            },
+            Question::Stats => ControlMessage::ChannelStatsRequest {
+                id: id.clone(),
+                from,
+                pattern,
+            },
         };
         let mut answered = 0;
         if controller.publish_control(&request).await.is_ok() {
@@ -124,32 +173,35 @@ impl Surveys {
     }
 }
 
-/// The hub's channels matching `pattern` with their subscriber counts.
+/// The hub's channels matching `pattern` with their statistics.
 pub fn local_channels(hub: &Hub, pattern: &str) -> Answer {
-    hub.channels()
-        .into_iter()
-        .filter(|(name, _)| pattern.is_empty() || glob_match(pattern, name))
-        .map(|(name, n)| (name, n as u64))
-        .collect()
+    hub.channel_stats(|name| pattern.is_empty() || glob_match(pattern, name))
 }
 
 async fn answer(
     hub: Arc<Hub>,
     controller: Arc<dyn Controller>,
-    mut rx: mpsc::Receiver<Question>,
+    mut rx: mpsc::Receiver<Request>,
     stop: CancellationToken,
 ) {
     loop {
-        let (id, pattern) = tokio::select! {
+        let (question, id, pattern) = tokio::select! {
             _ = stop.cancelled() => return,
             q = rx.recv() => match q {
                 Some(q) => q,
                 None => return,
             },
         };
-        let reply = ControlMessage::ChannelsReply {
-            id,
-            channels: local_channels(&hub, &pattern),
+        let channels = local_channels(&hub, &pattern);
+        let reply = match question {
+            Question::Channels => ControlMessage::ChannelsReply {
+                id,
+                channels: channels
+                    .into_iter()
+                    .map(|s| (s.channel, s.num_clients))
+                    .collect(),
+            },
+            Question::Stats => ControlMessage::ChannelStatsReply { id, channels },
         };
         if let Err(e) = controller.publish_control(&reply).await {
             tracing::debug!(error = %e, "channels survey reply failed");

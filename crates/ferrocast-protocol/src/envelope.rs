@@ -194,6 +194,40 @@ pub struct NodeInfo {
     pub uptime: u64,
 }
 
+/// One channel's statistics on one node, or merged over the cluster (the
+/// `channel_stats` API).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChannelStat {
+    /// The channel.
+    pub channel: String,
+    /// Subscribers (summed over nodes).
+    pub num_clients: u64,
+    /// Publications that reached the channel's subscribers on a node since it has had
+    /// subscribers there (the largest count of any node: every node sees each one).
+    pub publications: u64,
+    /// Publications per second over the last sample (largest of any node).
+    pub publications_per_sec: f64,
+    /// Pushes queued to its subscribers (summed over nodes).
+    pub deliveries: u64,
+    /// Deliveries per second over the last sample (summed).
+    pub deliveries_per_sec: f64,
+    /// Pushes not delivered: to connections closing or closed as slow, or dropped by a
+    /// slow-consumer policy (summed).
+    pub drops: u64,
+}
+
+impl ChannelStat {
+    /// Adds another node's view of the same channel.
+    pub fn merge(&mut self, other: &ChannelStat) {
+        self.num_clients += other.num_clients;
+        self.publications = self.publications.max(other.publications);
+        self.publications_per_sec = self.publications_per_sec.max(other.publications_per_sec);
+        self.deliveries += other.deliveries;
+        self.deliveries_per_sec += other.deliveries_per_sec;
+        self.drops += other.drops;
+    }
+}
+
 /// A cluster-wide command or announcement on the control channel.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ControlMessage {
@@ -254,6 +288,22 @@ pub enum ControlMessage {
         id: String,
         /// Channel name and local subscriber count.
         channels: Vec<(String, u64)>,
+    },
+    /// Every other node: your channels matching `pattern`, with their statistics.
+    ChannelStatsRequest {
+        /// Survey id.
+        id: String,
+        /// Node that asks (it does not answer itself).
+        from: String,
+        /// Glob pattern (empty: all).
+        pattern: String,
+    },
+    /// A node's answer to a [`ControlMessage::ChannelStatsRequest`].
+    ChannelStatsReply {
+        /// Survey id.
+        id: String,
+        /// The node's channels.
+        channels: Vec<ChannelStat>,
     },
 }
 

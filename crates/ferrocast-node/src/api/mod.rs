@@ -54,6 +54,14 @@ pub async fn execute(node: &Node, cmd: ApiCommand) -> Result<ApiResult, Protocol
         }),
         ApiCommand::Batch(r) => ApiResult::Batch(batch(node, r).await),
         ApiCommand::UserStatus(r) => ApiResult::UserStatus(user_status(node, r).await?),
+        ApiCommand::ChannelStats(r) => ApiResult::ChannelStats(ChannelStatsResult {
+            channels: node
+                .channel_stats(&r.pattern)
+                .await
+                .into_iter()
+                .map(|(name, s)| (name, s.into()))
+                .collect(),
+        }),
     })
 }
 

@@ -91,6 +91,8 @@ api_methods! {
     "batch" => Batch(BatchRequest),
     /// Whether users are connected anywhere (ferrocast extension).
     "user_status" => UserStatus(UsersRequest),
+    /// Statistics of channels with subscribers on any node (ferrocast extension).
+    "channel_stats" => ChannelStats(ChannelsRequest),
 }
 
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ProtocolError> {

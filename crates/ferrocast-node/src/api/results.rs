@@ -30,6 +30,8 @@ pub enum ApiResult {
     Batch(BatchResult),
     /// `user_status`.
     UserStatus(UserStatusResult),
+    /// `channel_stats`.
+    ChannelStats(ChannelStatsResult),
 }
 
 /// No fields: `{}`.
@@ -125,6 +127,43 @@ pub struct ChannelInfo {
 pub struct ChannelsResult {
     /// Channel name → subscribers.
     pub channels: BTreeMap<String, ChannelInfo>,
+}
+
+/// One channel in `channel_stats`, over every node.
+#[derive(Debug, Serialize)]
+pub struct ChannelStatsEntry {
+    /// Subscribers.
+    pub num_clients: u64,
+    /// Publications that reached its subscribers (since the channel had subscribers).
+    pub publications: u64,
+    /// Publications per second (last 5 s sample).
+    pub publications_per_sec: f64,
+    /// Pushes queued to its subscribers.
+    pub deliveries: u64,
+    /// Deliveries per second (last 5 s sample).
+    pub deliveries_per_sec: f64,
+    /// Pushes not delivered (slow or closing connections, slow-consumer policies).
+    pub drops: u64,
+}
+
+impl From<ferrocast_protocol::envelope::ChannelStat> for ChannelStatsEntry {
+    fn from(s: ferrocast_protocol::envelope::ChannelStat) -> Self {
+        ChannelStatsEntry {
+            num_clients: s.num_clients,
+            publications: s.publications,
+            publications_per_sec: s.publications_per_sec,
+            deliveries: s.deliveries,
+            deliveries_per_sec: s.deliveries_per_sec,
+            drops: s.drops,
+        }
+    }
+}
+
+/// `channel_stats`.
+#[derive(Debug, Serialize)]
+pub struct ChannelStatsResult {
+    /// Channel name → statistics.
+    pub channels: BTreeMap<String, ChannelStatsEntry>,
 }
 
 /// `info`.

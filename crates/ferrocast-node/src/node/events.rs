@@ -22,7 +22,10 @@ impl NodeEvents {
     fn route_control(&self, message: ControlMessage) {
         let (user, client, ctl) = match message {
             ControlMessage::Node(_) => return,
-            m @ (ControlMessage::ChannelsRequest { .. } | ControlMessage::ChannelsReply { .. }) => {
+            m @ (ControlMessage::ChannelsRequest { .. }
+            | ControlMessage::ChannelsReply { .. }
+            | ControlMessage::ChannelStatsRequest { .. }
+            | ControlMessage::ChannelStatsReply { .. }) => {
                 return self.surveys.on_control(m);
             }
             ControlMessage::Disconnect {

@@ -17,6 +17,7 @@ use crate::config::{ChannelConfig, ChannelOptions, ClientConfig, NamedProxyConfi
 use crate::hub::{Hub, HubStats};
 use crate::metrics as m;
 use crate::proxy::Proxies;
+use crate::stats;
 use crate::survey::Surveys;
 use crate::telemetry;
 use crate::wildcards::{self, Pattern};
@@ -111,6 +112,22 @@ pub fn engine_error(e: EngineError) -> ProtocolError {
     }
 }
 
+/// Computes the channels' rates every [`stats::SAMPLE_EVERY`] until `stop`.
+async fn sample_channel_stats(hub: Arc<Hub>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(stats::SAMPLE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = Instant::now();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = Instant::now();
+        hub.sample_channel_stats(now - last);
+        last = now;
+    }
+}
+
 impl Node {
     /// Builds a node on `engine`, starts the engine's event delivery into the node and the
     /// node's background work (announcements, user registrations, surveys).
@@ -137,6 +154,7 @@ impl Node {
             surveys: surveys.clone(),
         };
         engine.start(Arc::new(events)).await?;
+        tokio::spawn(sample_channel_stats(hub.clone(), stop.child_token()));
         tokio::spawn(cluster::announce(
             identity.clone(),
             hub.clone(),

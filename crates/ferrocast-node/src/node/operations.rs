@@ -5,8 +5,9 @@
 
 use super::{Node, engine_error};
 use crate::control::ClientHandle;
+use crate::stats::ChannelStat;
 use crate::subscriber::Subscriber;
-use crate::survey::local_channels;
+use crate::survey::{Question, local_channels};
 use ferrocast_engine::{HistoryFilter, HistoryResult, PresenceStats, feed_channel};
 use ferrocast_protocol::envelope::{ControlMessage, NodeInfo};
 use ferrocast_protocol::{ClientInfo, ProtocolError, StreamPosition};
@@ -209,6 +210,19 @@ impl Node {
     /// Channels matching `pattern` (`*` as wildcard, empty for all) with subscriber
     /// counts summed over every live node.
     pub async fn channels(&self, pattern: &str) -> BTreeMap<String, u64> {
+        self.survey(Question::Channels, pattern)
+            .await
+            .into_iter()
+            .map(|(name, s)| (name, s.num_clients))
+            .collect()
+    }
+
+    /// Channels matching `pattern` with their statistics merged over every live node.
+    pub async fn channel_stats(&self, pattern: &str) -> BTreeMap<String, ChannelStat> {
+        self.survey(Question::Stats, pattern).await
+    }
+
+    async fn survey(&self, question: Question, pattern: &str) -> BTreeMap<String, ChannelStat> {
         let others = self
             .controller
             .nodes()
@@ -217,7 +231,7 @@ impl Node {
             .count();
         let local = local_channels(&self.hub, pattern);
         self.surveys
-            .channels(self.controller.as_ref(), local, others, pattern)
+            .ask(question, self.controller.as_ref(), local, others, pattern)
             .await
     }
 
