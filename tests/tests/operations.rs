@@ -180,3 +180,74 @@ async fn env_overrides_config_at_start() {
     assert!(r["client"].is_string());
     assert!(!n.log_text().contains(SECRET), "secret leaked into logs");
 }
+
+#[tokio::test]
+async fn help_says_what_ferrocast_is_and_how_to_start() {
+    let out = ferrocast(&["--help"], &[]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("real-time messaging server"), "{text}");
+    assert!(text.contains("Centrifugo"), "{text}");
+    assert!(
+        text.contains("ferrocast serve --config config/dev.toml"),
+        "{text}"
+    );
+    for sub in ["serve", "genconfig", "checkconfig", "gentoken"] {
+        let out = ferrocast(&[sub, "--help"], &[]);
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(text.contains("Example"), "{sub}: {text}");
+    }
+}
+
+/// The first stderr lines of a node logging text with `color` (stderr is a pipe here).
+async fn text_log_lines(color: &str) -> String {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        format!("[log]\nformat = \"text\"\ncolor = \"{color}\"\n"),
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(ferrocast_tests::node_binary())
+        .args([
+            "serve",
+            "--config",
+            path.to_str().unwrap(),
+            "--address",
+            "127.0.0.1",
+            "--port",
+            "0",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start ferrocast");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = String::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            seen.push_str(&line);
+            seen.push('\n');
+            if line.contains("listening") && !line.contains("grpc") {
+                break;
+            }
+        }
+    })
+    .await;
+    let _ = child.kill().await;
+    seen
+}
+
+#[tokio::test]
+async fn text_logs_are_coloured_only_on_a_terminal_or_when_asked() {
+    let plain = text_log_lines("auto").await;
+    assert!(plain.contains("listening"), "{plain}");
+    assert!(
+        !plain.contains('\u{1b}'),
+        "ANSI escapes in a pipe: {plain:?}"
+    );
+    let coloured = text_log_lines("always").await;
+    assert!(coloured.contains('\u{1b}'), "{coloured:?}");
+}

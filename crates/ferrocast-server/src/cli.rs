@@ -5,9 +5,22 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
-/// ferrocast: a clustered WebSocket pub/sub broker speaking the Centrifugo protocol.
+/// The command line (`ferrocast --help`).
 #[derive(Parser, Debug)]
-#[command(name = "ferrocast", version, about)]
+#[command(
+    name = "ferrocast",
+    version,
+    about = "ferrocast: a real-time messaging server (WebSocket pub/sub) that speaks Centrifugo's \
+             client protocol and server API; one node on its own, or a cluster over Redis.",
+    after_help = "Start a broker on :8000 with the in-memory engine (one node):\n  \
+                  ferrocast serve --config config/dev.toml\n\
+                  Start a node of a cluster:\n  \
+                  ferrocast serve --config ferrocast.toml --redis redis://10.0.0.5:6379\n\
+                  Print every configuration key with its default:\n  \
+                  ferrocast genconfig\n\n\
+                  Clients connect to ws://<host>:8000/connection/websocket; backends publish \
+                  with POST /api/publish (X-API-Key)."
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -35,6 +48,10 @@ pub struct ConfigArgs {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the broker.
+    #[command(after_help = "Examples:\n  \
+        ferrocast serve --config config/dev.toml\n  \
+        ferrocast serve --config ferrocast.toml --port 8001 --name node-2 --redis redis://127.0.0.1:6379\n  \
+        FERROCAST_HTTP_API_KEY=secret ferrocast serve --config ferrocast.toml --log-format json")]
     Serve {
         /// Configuration file and overrides.
         #[command(flatten)]
@@ -59,17 +76,25 @@ pub enum Command {
         log_level: Option<String>,
     },
     /// Print a commented configuration file with every key at its default.
+    #[command(after_help = "Example:\n  ferrocast genconfig -o ferrocast.toml")]
     Genconfig {
         /// Write to this file instead of standard output (refuses to overwrite).
         #[arg(long, short = 'o')]
         output: Option<PathBuf>,
     },
     /// Validate a configuration file (and the FERROCAST_ environment).
+    #[command(
+        after_help = "Example (exits 1 and names the key at fault when invalid):\n  \
+        ferrocast checkconfig ferrocast.toml"
+    )]
     Checkconfig {
         /// The file to check.
         file: PathBuf,
     },
     /// Print an HS256 connection token signed with client.token.hmac_secret_key.
+    #[command(
+        after_help = "Example:\n  ferrocast gentoken --config config/dev.toml --user 42 --ttl 600"
+    )]
     Gentoken {
         /// Configuration file and overrides.
         #[command(flatten)]

@@ -168,6 +168,21 @@ pub struct LogConfig {
     pub level: String,
     /// `text` or `json`.
     pub format: LogFormat,
+    /// Colours in text logs: `auto` (only when stderr is a terminal), `always`, `never`.
+    pub color: LogColor,
+}
+
+/// When text logs are coloured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogColor {
+    /// When stderr is a terminal.
+    #[default]
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
 }
 
 impl Default for LogConfig {
@@ -175,6 +190,7 @@ impl Default for LogConfig {
         LogConfig {
             level: "info".into(),
             format: LogFormat::Text,
+            color: LogColor::Auto,
         }
     }
 }

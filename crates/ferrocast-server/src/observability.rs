@@ -1,6 +1,6 @@
 //! Logs (tracing), trace export (OpenTelemetry OTLP) and Prometheus metrics.
 
-use crate::config::{LogConfig, LogFormat, OpenTelemetryConfig};
+use crate::config::{LogColor, LogConfig, LogFormat, OpenTelemetryConfig};
 use anyhow::Context as _;
 use ferrocast_node::Node;
 use ferrocast_node::metrics as m;
@@ -33,7 +33,15 @@ where
 {
     let filter = EnvFilter::try_new(log_directives(&cfg.level))
         .unwrap_or_else(|_| EnvFilter::new(log_directives("info")));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    use std::io::IsTerminal;
+    let color = match cfg.color {
+        LogColor::Auto => std::io::stderr().is_terminal(),
+        LogColor::Always => true,
+        LogColor::Never => false,
+    };
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(color);
     match cfg.format {
         LogFormat::Json => fmt
             .json()
