@@ -642,3 +642,34 @@ async fn channels_api_counts_subscribers_on_every_node_on_redis() {
 async fn channels_api_counts_subscribers_on_every_node_on_redis_cluster() {
     channels_api_counts_subscribers_on_every_node(Backplane::cluster().await).await;
 }
+
+#[tokio::test]
+async fn a_node_stopped_gracefully_leaves_the_cluster_at_once() {
+    let bp = Backplane::standalone().await;
+    // Announcements would keep a silent node for 30 s: only its goodbye removes it sooner.
+    let mut nodes = cluster_with(&bp, 2, |cfg| {
+        cfg["engine"]["redis"]["node_info_ttl"] = json!("30s");
+        cfg["shutdown"] = json!({"drain_window": "0s"});
+    })
+    .await;
+    let count = |info: &Value| info["nodes"].as_array().map(Vec::len);
+    for _ in 0..100 {
+        if count(&nodes[0].api_ok("info", json!({})).await) == Some(2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(count(&nodes[0].api_ok("info", json!({})).await), Some(2));
+    nodes[1].sigterm();
+    let status = nodes[1].wait_exit(Duration::from_secs(15)).await;
+    assert!(status.success(), "{status:?}");
+    let mut left = false;
+    for _ in 0..20 {
+        if count(&nodes[0].api_ok("info", json!({})).await) == Some(1) {
+            left = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(left, "the stopped node is still listed");
+}

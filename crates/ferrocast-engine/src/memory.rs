@@ -368,6 +368,7 @@ impl Controller for MemoryEngine {
     async fn publish_control(&self, message: &ControlMessage) -> Result<(), EngineError> {
         match message {
             ControlMessage::Node(info) => *self.node.lock() = Some(info.clone()),
+            ControlMessage::NodeLeft { .. } => *self.node.lock() = None,
             other => {
                 if let Some(h) = self.handler.get() {
                     h.on_control(other.clone());

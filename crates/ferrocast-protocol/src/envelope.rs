@@ -233,6 +233,11 @@ impl ChannelStat {
 pub enum ControlMessage {
     /// A node is alive.
     Node(NodeInfo),
+    /// A node stops (graceful shutdown): forget it at once.
+    NodeLeft {
+        /// Its unique id.
+        uid: String,
+    },
     /// Disconnect a user's connections (or one client when `client` is set).
     Disconnect {
         /// User id (may be empty when `client` is set).

@@ -196,6 +196,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
     http_conns.close();
     let _ = tokio::time::timeout(Duration::from_secs(2), http_conns.wait()).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), node.leave()).await;
     tracing::info!("stopped");
     Ok(())
 }

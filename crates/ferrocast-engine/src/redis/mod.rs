@@ -176,6 +176,11 @@ impl Inner {
             .lock()
             .insert(info.uid.clone(), (info, Instant::now()));
     }
+
+    /// A node said it stops: it leaves the registry now, not at its announcement's expiry.
+    fn node_left(&self, uid: &str) {
+        self.nodes.lock().remove(uid);
+    }
 }
 
 /// The Redis engine.

@@ -400,6 +400,7 @@ impl WorkerState {
         if self.control && name == self.keys.control() {
             match ControlMessage::decode(payload) {
                 Ok(ControlMessage::Node(info)) => inner.node_seen(info),
+                Ok(ControlMessage::NodeLeft { uid }) => inner.node_left(&uid),
                 Ok(m) => handler.on_control(m),
                 Err(e) => tracing::warn!(error = %e, "undecodable control message"),
             }

@@ -21,7 +21,7 @@ impl NodeEvents {
     /// Applies a cluster-wide command to the local connections it addresses.
     fn route_control(&self, message: ControlMessage) {
         let (user, client, ctl) = match message {
-            ControlMessage::Node(_) => return,
+            ControlMessage::Node(_) | ControlMessage::NodeLeft { .. } => return,
             m @ (ControlMessage::ChannelsRequest { .. }
             | ControlMessage::ChannelsReply { .. }
             | ControlMessage::ChannelStatsRequest { .. }

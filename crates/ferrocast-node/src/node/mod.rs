@@ -25,7 +25,7 @@ use events::NodeEvents;
 use ferrocast_engine::{
     Broker, CommandStream, Controller, Engine, EngineError, PresenceManager, PublishOptions,
 };
-use ferrocast_protocol::envelope::NodeInfo;
+use ferrocast_protocol::envelope::{ControlMessage, NodeInfo};
 use ferrocast_protocol::{
     ClientInfo, Disconnect, ErrorCode, Payload, ProtocolError, Publication, StreamPosition,
 };
@@ -81,6 +81,8 @@ pub struct Node {
     controller: Arc<dyn Controller>,
     surveys: Arc<Surveys>,
     draining: AtomicBool,
+    /// Stops the node's announcements (when it leaves the cluster).
+    announcing: CancellationToken,
     /// Stops the node's background tasks when the node is dropped.
     _stop: DropGuard,
 }
@@ -155,11 +157,12 @@ impl Node {
         };
         engine.start(Arc::new(events)).await?;
         tokio::spawn(sample_channel_stats(hub.clone(), stop.child_token()));
+        let announcing = stop.child_token();
         tokio::spawn(cluster::announce(
             identity.clone(),
             hub.clone(),
             controller.clone(),
-            stop.child_token(),
+            announcing.clone(),
         ));
         tokio::spawn(cluster::refresh_users(
             hub.clone(),
@@ -183,6 +186,7 @@ impl Node {
             controller,
             surveys,
             draining: AtomicBool::new(false),
+            announcing,
             _stop: stop.drop_guard(),
         }))
     }
@@ -385,6 +389,18 @@ impl Node {
             channel: None,
         };
         Ok((publication, opts))
+    }
+
+    /// Leaves the cluster on the way out: stops announcing this node and tells the others
+    /// to forget it now (they would after `engine.redis.node_info_ttl` otherwise).
+    pub async fn leave(&self) {
+        self.announcing.cancel();
+        let left = ControlMessage::NodeLeft {
+            uid: self.identity.id.clone(),
+        };
+        if let Err(e) = self.controller.publish_control(&left).await {
+            tracing::warn!(error = %e, "could not tell the cluster this node leaves");
+        }
     }
 
     /// Starts draining: readiness turns false and every connection is closed with 3001
