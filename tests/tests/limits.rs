@@ -353,3 +353,90 @@ async fn a_client_that_stopped_reading_has_its_socket_released() {
     assert!(released, "the stuck client's socket is still open");
     drop(stuck);
 }
+
+/// Connects with `token`, then sends `n` pings one frame each without waiting for
+/// answers, and keeps sending while it reads; returns the close code and reason the
+/// client received, or `None` when the connection broke without one (a reset).
+async fn flood_until_closed(
+    url: &str,
+    token: &str,
+    n: usize,
+    during: impl std::future::Future<Output = ()>,
+) -> Option<(u16, String)> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("connect");
+    let (mut tx, mut rx) = ws.split();
+    tx.send(Message::Text(
+        json!({"id": 1, "connect": {"token": token}})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .expect("send connect");
+    let writer = tokio::spawn(async move {
+        for i in 0..n {
+            // Padded, so that much of the flood is still unread when the node closes.
+            let ping = json!({"id": 10 + i, "ping": {}, "pad": "x".repeat(2000)}).to_string();
+            if tx.send(Message::Text(ping.into())).await.is_err() {
+                break;
+            }
+        }
+        // Keep the connection open (and unread-from) a while, as a busy client would.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    });
+    let read = async {
+        let mut closed = None;
+        while let Some(msg) = rx.next().await {
+            match msg {
+                Ok(Message::Close(f)) => {
+                    closed = Some(f.map_or((1005, String::new()), |f| {
+                        (u16::from(f.code), f.reason.to_string())
+                    }));
+                }
+                Ok(_) => continue,
+                // A reset (before or after the close frame) is a broken close: the
+                // client may never see the code, or the replies queued before it.
+                Err(e) => {
+                    println!("connection error: {e}");
+                    return None;
+                }
+            }
+        }
+        closed
+    };
+    let (closed, ()) = tokio::time::timeout(Duration::from_secs(15), async {
+        tokio::join!(read, during)
+    })
+    .await
+    .expect("the connection ended within 15 s");
+    writer.abort();
+    closed
+}
+
+#[tokio::test]
+async fn close_codes_arrive_while_the_client_is_still_sending() {
+    let n = node_with(|c| {
+        c["client"]["command_rate_limit"] = json!(20);
+        c["client"]["command_rate_burst"] = json!(20);
+        c["client"]["command_rate_disconnect_after"] = json!(20);
+    })
+    .await;
+    // Flooding a rate-limited connection: 3013, received as such, not as a reset.
+    let closed = flood_until_closed(&n.ws_url(), &user_token("flood"), 300, async {}).await;
+    assert_eq!(closed, Some((3013, "too many requests".to_string())));
+    // A server-side disconnect meeting a flood of in-flight commands (from the API).
+    let m = node_with(|c| c["client"]["command_rate_limit"] = json!(0)).await;
+    let api = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        m.api_ok(
+            "disconnect",
+            json!({"user": "busy", "disconnect": {"code": 4999, "reason": "bye"}}),
+        )
+        .await;
+    };
+    let closed = flood_until_closed(&m.ws_url(), &user_token("busy"), 20_000, api).await;
+    assert_eq!(closed, Some((4999, "bye".to_string())));
+}

@@ -231,18 +231,30 @@ pub async fn serve_socket(
     let mut writer = tracker.spawn(write_loop(write, outbox.clone(), framing));
     // Boxed: inline, the session's future made this task's future 5.7 KB (most of it
     // never used while idle); boxed, the task is 0.7 KB and the session 1.8 KB.
-    let reason = Box::pin(session.run(WsSource { stream: ws, outbox })).await;
+    let mut source = WsSource { stream: ws, outbox };
+    let reason = Box::pin(session.run(&mut source)).await;
     tracing::debug!(code = reason.code, reason = %reason.reason, "session ended");
     // Give the writer a moment to send the close frame. A client that stopped reading
     // (closed as slow, say) keeps the writer blocked on a full socket: abort it, which
     // drops the write half and closes the socket instead of holding it open.
-    if tokio::time::timeout(close_grace, &mut writer)
-        .await
-        .is_err()
-    {
-        writer.abort();
-    }
+    let wrote = async {
+        if tokio::time::timeout(close_grace, &mut writer)
+            .await
+            .is_err()
+        {
+            writer.abort();
+        }
+    };
+    // Meanwhile keep reading (and discarding) what the client still sends, until its
+    // close frame or end of stream: closing a socket with unread input makes the kernel
+    // answer with a reset, and a client may then never see the close code (nor the
+    // replies queued before it) and take a terminal close for a network error.
+    let lingered = tokio::time::timeout(close_grace.min(LINGER), source.drain());
+    let _ = tokio::join!(wrote, lingered);
 }
+
+/// Longest a closing connection's input is drained before the socket is dropped.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// The read half under tungstenite, with the bytes hyper read past the upgrade request
 /// first. What tungstenite writes by itself (automatic pongs and close replies) is
@@ -292,6 +304,18 @@ impl AsyncWrite for ReadSide {
 struct WsSource {
     stream: WebSocketStream<ReadSide>,
     outbox: Arc<Outbox>,
+}
+
+impl WsSource {
+    /// Reads and drops everything until the client's close frame, an error or the end of
+    /// the stream.
+    async fn drain(&mut self) {
+        while let Some(msg) = self.stream.next().await {
+            if matches!(msg, Ok(Message::Close(_)) | Err(_)) {
+                return;
+            }
+        }
+    }
 }
 
 impl FrameSource for WsSource {

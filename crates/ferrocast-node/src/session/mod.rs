@@ -48,6 +48,14 @@ pub trait FrameSource: Send {
     fn next(&mut self) -> impl Future<Output = Incoming> + Send;
 }
 
+/// A borrowed source: the transport keeps it after the session (to drain the input of
+/// a closing connection).
+impl<S: FrameSource> FrameSource for &mut S {
+    fn next(&mut self) -> impl Future<Output = Incoming> + Send {
+        (**self).next()
+    }
+}
+
 /// One subscription of this session.
 struct SubState {
     subscriber: Arc<Subscriber>,
