@@ -406,14 +406,87 @@ async fn ping_rpc_send_refresh() {
     assert_eq!(c.closed().await.0, 3500);
 }
 
+/// A node whose expired connections and subscriptions get `grace` to refresh.
+async fn node_with_grace(grace: &str) -> NodeProcess {
+    let mut cfg = base_config();
+    cfg["client"]["expired_close_delay"] = json!(grace);
+    cfg["client"]["expired_sub_close_delay"] = json!(grace);
+    NodeProcess::start(cfg).await
+}
+
 #[tokio::test]
-async fn connection_expires_without_refresh() {
-    let n = node().await;
-    let t = token(json!({"sub": "9", "exp": now() + 2}));
+async fn connection_expires_without_refresh_after_the_grace() {
+    let n = node_with_grace("2s").await;
+    let t = token(json!({"sub": "9", "exp": now() + 1}));
     let (mut c, r) = Client::connect(&n.ws_url(), &t).await;
     assert_eq!(r["expires"], true);
+    let connected = std::time::Instant::now();
+    // Past its expiry, within the grace: still served.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(c.command("ping", json!({})).await["ping"], json!({}));
     let (code, reason) = c.closed().await;
     assert_eq!((code, reason.as_str()), (3005, "connection expired"));
+    assert!(
+        connected.elapsed() >= Duration::from_secs(2),
+        "closed before the grace ended"
+    );
+}
+
+#[tokio::test]
+async fn a_refresh_within_the_grace_keeps_the_connection() {
+    let n = node_with_grace("3s").await;
+    let (mut c, _) =
+        Client::connect(&n.ws_url(), &token(json!({"sub": "9", "exp": now() + 1}))).await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let r = c
+        .command(
+            "refresh",
+            json!({"token": token(json!({"sub": "9", "exp": now() + 60}))}),
+        )
+        .await;
+    assert_eq!(r["refresh"]["expires"], true, "{r}");
+    // Well past the first expiry and its grace: still open.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    assert_eq!(c.command("ping", json!({})).await["ping"], json!({}));
+}
+
+#[tokio::test]
+async fn an_expired_subscription_ends_with_2501_after_the_grace() {
+    let n = node_with_grace("1s").await;
+    let (mut c, _) = Client::connect(&n.ws_url(), &user_token("42")).await;
+    let sub = |exp: i64| token(json!({"sub": "42", "channel": "private:p", "exp": exp}));
+    let r = c
+        .command(
+            "subscribe",
+            json!({"channel": "private:p", "token": sub(now() + 1)}),
+        )
+        .await;
+    assert_eq!(r["subscribe"]["expires"], true, "{r}");
+    let r = c
+        .command("subscribe", json!({"channel": "private:q", "token": token(json!({"sub": "42", "channel": "private:q", "exp": now() + 1}))}))
+        .await;
+    assert!(r.get("subscribe").is_some(), "{r}");
+    // private:q is refreshed in its grace, private:p is not.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let r = c
+        .command("sub_refresh", json!({"channel": "private:q", "token": token(json!({"sub": "42", "channel": "private:q", "exp": now() + 60}))}))
+        .await;
+    assert_eq!(r["sub_refresh"]["expires"], true, "{r}");
+    let p = c.push().await;
+    assert_eq!(
+        (p["channel"].as_str(), p["unsubscribe"]["code"].as_u64()),
+        (Some("private:p"), Some(2501)),
+        "{p}"
+    );
+    // The connection and the refreshed subscription stay.
+    assert!(c.try_push(Duration::from_millis(1500)).await.is_none());
+    let r = c
+        .command(
+            "subscribe",
+            json!({"channel": "private:p", "token": sub(now() + 60)}),
+        )
+        .await;
+    assert!(r.get("subscribe").is_some(), "{r}");
 }
 
 #[tokio::test]
@@ -491,4 +564,32 @@ async fn websocket_pings_get_pongs_between_replies_and_pushes() {
         .await;
     assert!(r.get("publish").is_some(), "{r}");
     assert_eq!(c.push().await["pub"]["data"]["n"], 2);
+}
+
+#[tokio::test]
+async fn sdks_refresh_short_lived_tokens_without_reconnecting() {
+    use ferrocast_tests::compat::{Sdk, run_script};
+    // Lifetimes of 2 s over 8 s with Centrifugo's default grace: the SDKs refresh at the
+    // ttl, which is the instant the token expires.
+    let n = node().await;
+    let runs = [
+        (Sdk::Js, "token_refresh_js.mjs"),
+        (Sdk::Python, "token_refresh_python.py"),
+    ]
+    .into_iter()
+    .flat_map(|(sdk, script)| ["json", "protobuf"].map(|p| (sdk, script, p)))
+    .map(|(sdk, script, protocol)| {
+        let env = [
+            ("COMPAT_WS_URL", n.ws_url()),
+            ("COMPAT_SECRET", ferrocast_tests::node::SECRET.to_string()),
+            ("COMPAT_PROTOCOL", protocol.to_string()),
+            ("COMPAT_CHANNEL", format!("private:refresh-{protocol}")),
+            ("COMPAT_TTL", "2".to_string()),
+            ("COMPAT_RUN", "7".to_string()),
+        ];
+        let n = &n;
+        async move { run_script(sdk, script, &env, &[n]).await }
+    });
+    // Side by side: each runs for its 7 s.
+    futures_util::future::join_all(runs).await;
 }

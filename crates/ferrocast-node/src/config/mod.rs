@@ -54,6 +54,14 @@ pub struct ClientConfig {
     /// How long a new connection may take to send `connect` (closed with 3502 after).
     #[serde(with = "serde_str")]
     pub connect_timeout: Duration,
+    /// How long after its token expired a connection may still send `refresh` before it
+    /// is closed with 3005.
+    #[serde(with = "serde_str")]
+    pub expired_close_delay: Duration,
+    /// How long after its token expired a subscription may still get `sub_refresh` before
+    /// it ends (unsubscribe 2501; a server-side one closes the connection with 3006).
+    #[serde(with = "serde_str")]
+    pub expired_sub_close_delay: Duration,
     /// Maximum connections on this node (0: unlimited).
     pub connection_limit: u32,
     /// Maximum connections of one user (0: unlimited).
@@ -91,6 +99,8 @@ impl Default for ClientConfig {
             ping_interval: Duration::from_secs(25),
             pong_timeout: Duration::from_secs(8),
             connect_timeout: Duration::from_secs(10),
+            expired_close_delay: Duration::from_secs(25),
+            expired_sub_close_delay: Duration::from_secs(25),
             connection_limit: 0,
             user_connection_limit: 0,
             channel_limit: 128,

@@ -129,6 +129,19 @@ pub struct Session {
     limiter: Option<RateLimiter>,
 }
 
+/// When something expiring at `exp` (Unix seconds) is ended: at once when the server
+/// refreshes it (its refresh proxy is called then), else after the grace `delay` the
+/// client has to refresh it (Centrifugo's `expired_close_delay`).
+fn close_at(exp: Option<i64>, server_refresh: bool, delay: Duration) -> Option<i64> {
+    exp.map(|e| {
+        if server_refresh {
+            e
+        } else {
+            e + delay.as_secs() as i64
+        }
+    })
+}
+
 /// Seconds from now until the Unix time `exp` (0 when absent or past).
 pub(crate) fn ttl_until(exp: Option<i64>) -> u32 {
     exp.map_or(0, |e| (e - unix_now()).max(0) as u32)
@@ -215,10 +228,16 @@ impl Session {
             d = d.min(t);
         }
         if let Some(c) = &self.connected {
-            let exp = c
-                .expires_at
+            let client = &self.node.client;
+            let exp = close_at(c.expires_at, c.server_refresh, client.expired_close_delay)
                 .into_iter()
-                .chain(c.subs.values().filter_map(|s| s.expires_at))
+                .chain(c.subs.values().filter_map(|s| {
+                    close_at(
+                        s.expires_at,
+                        s.server_refresh,
+                        client.expired_sub_close_delay,
+                    )
+                }))
                 .min();
             if let Some(exp) = exp {
                 let secs = (exp - unix_now()).max(0) as u64;
@@ -234,7 +253,30 @@ impl Session {
             self.refresh_presence().await;
         }
         self.refresh_expired().await?;
+        self.expire_subscriptions().await?;
         self.check_deadlines(now)
+    }
+
+    /// Ends the subscriptions whose token expired longer than `expired_sub_close_delay`
+    /// ago without a `sub_refresh`.
+    async fn expire_subscriptions(&mut self) -> Result<(), Disconnect> {
+        let Some(c) = &self.connected else {
+            return Ok(());
+        };
+        let unix = unix_now();
+        let delay = self.node.client.expired_sub_close_delay;
+        let expired: Vec<String> = c
+            .subs
+            .iter()
+            .filter(|(_, s)| {
+                close_at(s.expires_at, s.server_refresh, delay).is_some_and(|t| unix >= t)
+            })
+            .map(|(ch, _)| ch.clone())
+            .collect();
+        for channel in expired {
+            self.expire_subscription(&channel).await?;
+        }
+        Ok(())
     }
 
     /// Asks the refresh and sub_refresh proxies to extend what the server refreshes and
@@ -286,14 +328,9 @@ impl Session {
             return Err(Disconnect::NO_PONG);
         }
         let unix = unix_now();
-        if c.expires_at.is_some_and(|e| unix >= e) {
+        let delay = self.node.client.expired_close_delay;
+        if close_at(c.expires_at, c.server_refresh, delay).is_some_and(|t| unix >= t) {
             return Err(Disconnect::EXPIRED);
-        }
-        if c.subs
-            .values()
-            .any(|s| s.expires_at.is_some_and(|e| unix >= e))
-        {
-            return Err(Disconnect::SUBSCRIPTION_EXPIRED);
         }
         if self.next_ping.is_some_and(|p| now >= p) {
             self.send(self.protocol.ping());

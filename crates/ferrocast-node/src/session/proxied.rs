@@ -10,7 +10,6 @@ use super::{Session, unix_now};
 use crate::config::ChannelOptions;
 use crate::node::PublishParams;
 use crate::proxy::{Hook, HookProxy, RpcRoute};
-use ferrocast_protocol::codes::unsubscribe;
 use ferrocast_protocol::*;
 use ferrocast_proxy::CallError;
 use ferrocast_proxy::messages::{self as pm, Reply};
@@ -353,21 +352,6 @@ impl Session {
         if keep {
             return Ok(());
         }
-        if sub.server_side {
-            return Err(Disconnect::SUBSCRIPTION_EXPIRED);
-        }
-        let handle = c.handle.clone();
-        if let Some(sub) = c.subs.remove(channel) {
-            self.release_subscription(channel, sub, &handle).await;
-        }
-        let frame = self.push(
-            channel,
-            &PushBody::Unsubscribe {
-                code: unsubscribe::EXPIRED,
-                reason: "subscription expired",
-            },
-        )?;
-        handle.send(frame);
-        Ok(())
+        self.expire_subscription(channel).await
     }
 }

@@ -371,6 +371,34 @@ impl Session {
         Ok(())
     }
 
+    /// Ends a subscription that expired, as Centrifugo does: a client-side one with the
+    /// unsubscribe push 2501 (the SDK subscribes again with a fresh token), a server-side
+    /// one by closing the connection with 3006.
+    pub(super) async fn expire_subscription(&mut self, channel: &str) -> Result<(), Disconnect> {
+        let Some(c) = self.connected.as_mut() else {
+            return Ok(());
+        };
+        let Some(sub) = c.subs.get(channel) else {
+            return Ok(());
+        };
+        if sub.server_side {
+            return Err(Disconnect::SUBSCRIPTION_EXPIRED);
+        }
+        let handle = c.handle.clone();
+        if let Some(sub) = c.subs.remove(channel) {
+            self.release_subscription(channel, sub, &handle).await;
+        }
+        let frame = self.push(
+            channel,
+            &PushBody::Unsubscribe {
+                code: unsubscribe::EXPIRED,
+                reason: "subscription expired",
+            },
+        )?;
+        handle.send(frame);
+        Ok(())
+    }
+
     /// Removes a subscription from the hub, presence and announces the leave.
     pub(super) async fn release_subscription(
         &self,
