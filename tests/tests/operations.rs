@@ -251,3 +251,35 @@ async fn text_logs_are_coloured_only_on_a_terminal_or_when_asked() {
     let coloured = text_log_lines("always").await;
     assert!(coloured.contains('\u{1b}'), "{coloured:?}");
 }
+
+#[tokio::test]
+async fn a_fresh_node_exports_every_documented_series() {
+    let ops = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/OPERATIONS.md"),
+    )
+    .unwrap();
+    // The first cell of each metrics table row: | `ferrocast_...` |
+    let documented: Vec<String> = ops
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `ferrocast_"))
+        .filter_map(|l| l.split('`').next())
+        .map(|name| format!("ferrocast_{name}"))
+        .collect();
+    assert!(documented.len() > 20, "{documented:?}");
+    let n = NodeProcess::start(base_config()).await;
+    let (status, metrics) = n.get("/metrics").await;
+    assert_eq!(status, 200);
+    for name in &documented {
+        // Histograms appear with their first observation, proxy metrics with a proxy.
+        if name.ends_with("_seconds") && !name.contains("process") || name.contains("proxy_call") {
+            continue;
+        }
+        let present = metrics
+            .lines()
+            .any(|l| l.starts_with(name.as_str()) && l[name.len()..].starts_with([' ', '{']));
+        assert!(
+            present,
+            "{name} is documented but not exported by a fresh node"
+        );
+    }
+}

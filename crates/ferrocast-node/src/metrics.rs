@@ -47,6 +47,68 @@ pub const PROXY_STREAMS: &str = "ferrocast_proxy_streams";
 /// TCP connections refused before HTTP, by `reason`.
 pub const CONNECTIONS_REFUSED: &str = "ferrocast_connections_refused_total";
 
+/// Resident memory of the process in bytes (gauge).
+pub const PROCESS_RESIDENT_MEMORY: &str = "ferrocast_process_resident_memory_bytes";
+/// CPU time the process used, user and system, in seconds (a gauge holding the running
+/// total, with the precision of `/proc`'s clock ticks; use it like a counter).
+pub const PROCESS_CPU: &str = "ferrocast_process_cpu_seconds_total";
+/// Open file descriptors, sockets included (gauge).
+pub const PROCESS_OPEN_FDS: &str = "ferrocast_process_open_fds";
+/// When the process started, Unix seconds (gauge).
+pub const PROCESS_START_TIME: &str = "ferrocast_process_start_time_seconds";
+/// Tasks alive in the async runtime (gauge): about two per connection.
+pub const RUNTIME_ALIVE_TASKS: &str = "ferrocast_runtime_alive_tasks";
+/// Worker threads of the async runtime (gauge).
+pub const RUNTIME_WORKERS: &str = "ferrocast_runtime_workers";
+
+/// Client commands, as counted in [`MESSAGES_RECEIVED`].
+pub const COMMANDS: &[&str] = &[
+    "connect",
+    "subscribe",
+    "unsubscribe",
+    "publish",
+    "presence",
+    "presence_stats",
+    "history",
+    "ping",
+    "send",
+    "rpc",
+    "refresh",
+    "sub_refresh",
+];
+
+/// Close codes that [`DISCONNECTS`] starts at zero (every code the node closes with).
+pub const CLOSE_CODES: &[u16] = &[
+    3000, 3001, 3004, 3005, 3006, 3008, 3009, 3010, 3011, 3012, 3013, 3500, 3501, 3502, 3503, 3504,
+    3505, 3506,
+];
+
+/// Makes the series with known labels exist from the start, at zero, so dashboards and
+/// alerts (`rate`, `increase`) see them before their first event. `api_methods` are the
+/// server API method names.
+pub fn register_zeros(api_methods: &[&str]) {
+    for kind in ["pub", "join", "leave"] {
+        metrics::counter!(MESSAGES_SENT, "type" => kind).absolute(0);
+    }
+    for method in COMMANDS {
+        metrics::counter!(MESSAGES_RECEIVED, "method" => *method).absolute(0);
+    }
+    for code in CLOSE_CODES {
+        metrics::counter!(DISCONNECTS, "code" => code.to_string()).absolute(0);
+    }
+    for method in api_methods {
+        metrics::counter!(API_CALLS, "method" => method.to_string(), "result" => "ok").absolute(0);
+    }
+    metrics::counter!(COMMAND_ERRORS, "method" => "connect", "code" => "100").absolute(0);
+    metrics::counter!(SLOW_CONSUMER_CLOSES).absolute(0);
+    metrics::counter!(INAPPROPRIATE_PROTOCOL_CLOSES).absolute(0);
+    for protocol in ["json", "protobuf"] {
+        metrics::counter!(PUSH_ENCODINGS, "protocol" => protocol).absolute(0);
+    }
+    metrics::counter!(CONNECTIONS_REFUSED, "reason" => "ip_rate").absolute(0);
+    metrics::gauge!(PROXY_STREAMS).set(0.0);
+}
+
 /// Records that a push was encoded for `protocol` (once per fan-out).
 pub fn push_encoded(protocol: &'static str) {
     metrics::counter!(PUSH_ENCODINGS, "protocol" => protocol).increment(1);

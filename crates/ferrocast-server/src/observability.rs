@@ -207,6 +207,12 @@ impl Metrics {
                 upkeep.run_upkeep();
             }
         });
+        m::register_zeros(
+            &ferrocast_node::api::ApiMethod::ALL
+                .iter()
+                .map(|m| m.name())
+                .collect::<Vec<_>>(),
+        );
         Metrics {
             handle: Some(handle),
         }
@@ -220,6 +226,56 @@ impl Metrics {
         metrics::gauge!(m::CHANNELS).set(s.channels as f64);
         metrics::gauge!(m::SUBSCRIPTIONS).set(s.subscriptions as f64);
         metrics::gauge!("ferrocast_ready").set(if node.is_ready() { 1.0 } else { 0.0 });
+        process_metrics();
         self.handle.as_ref().map(|h| h.render()).unwrap_or_default()
     }
+}
+
+/// Clock ticks per second of `/proc` times (`USER_HZ`, 100 on Linux).
+const TICKS_PER_SEC: f64 = 100.0;
+
+/// Sets the process and runtime gauges from `/proc/self` (Linux; elsewhere only the
+/// runtime ones) and tokio's runtime.
+fn process_metrics() {
+    if let Ok(status) = std::fs::read_to_string("/proc/self/status")
+        && let Some(kb) = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+    {
+        metrics::gauge!(m::PROCESS_RESIDENT_MEMORY).set(kb * 1024.0);
+    }
+    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat")
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        && let Some((_, rest)) = stat.rsplit_once(") ")
+    {
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
+        // utime and stime are fields 14 and 15 of stat(5), starttime 22 (1-based, with
+        // pid and comm before `rest`).
+        if let (Some(user), Some(system)) = (num(11), num(12)) {
+            // A gauge holding the running total: counters of the recorder are integers.
+            metrics::gauge!(m::PROCESS_CPU).set((user + system) / TICKS_PER_SEC);
+        }
+        if let (Some(start), Some(boot)) = (num(19), boot_time()) {
+            metrics::gauge!(m::PROCESS_START_TIME).set(boot + start / TICKS_PER_SEC);
+        }
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        metrics::gauge!(m::PROCESS_OPEN_FDS).set(fds.count() as f64);
+    }
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        let rm = rt.metrics();
+        metrics::gauge!(m::RUNTIME_ALIVE_TASKS).set(rm.num_alive_tasks() as f64);
+        metrics::gauge!(m::RUNTIME_WORKERS).set(rm.num_workers() as f64);
+    }
+}
+
+/// When the machine booted, Unix seconds (`btime` of `/proc/stat`).
+fn boot_time() -> Option<f64> {
+    std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))
+        .and_then(|v| v.trim().parse().ok())
 }
