@@ -186,3 +186,28 @@ async fn an_offset_gap_makes_subscribers_recover_instead_of_skipping() {
         "the gap must trigger exactly one recovery: {r:?}"
     );
 }
+
+#[tokio::test]
+async fn an_unreachable_redis_is_logged_with_its_cause() {
+    let mut redis = RedisProcess::start().await;
+    let node =
+        NodeProcess::start(ferrocast_tests::node::cluster_config(&[redis.url()], "why")).await;
+    node.wait_ready(200).await;
+    redis.kill().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let logs = node.log_text();
+        if logs
+            .lines()
+            .any(|l| l.contains("redis unreachable") && l.contains("connection refused"))
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no 'redis unreachable' with its cause:\n{logs}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    node.wait_ready(503).await;
+}

@@ -197,6 +197,17 @@ impl Conn {
         }
     }
 
+    /// Why this connection's Redis (the first seed of a cluster) cannot be reached.
+    async fn why_unreachable(&self) -> String {
+        match &self.target {
+            Target::Single(_) => super::diagnose::why_unreachable(&self.address).await,
+            Target::Cluster(seeds) => match seeds.first() {
+                Some(seed) => super::diagnose::why_unreachable(seed).await,
+                None => "no seed address".into(),
+            },
+        }
+    }
+
     /// Connects (retrying with backoff) and then checks health every second, forever.
     pub async fn maintain(self: Arc<Self>) {
         let mut backoff = Duration::from_millis(100);
@@ -211,7 +222,10 @@ impl Conn {
                     Ok(Err(e)) => {
                         tracing::warn!(redis = %self.address, error = %e, "redis connect failed");
                     }
-                    Err(_) => tracing::warn!(redis = %self.address, "redis connect timed out"),
+                    Err(_) => {
+                        let cause = self.why_unreachable().await;
+                        tracing::warn!(redis = %self.address, cause = %cause, "redis unreachable");
+                    }
                 }
             }
             let handle = self.handle.read().clone();
@@ -238,7 +252,8 @@ impl Conn {
                 if ok {
                     tracing::info!(redis = %self.address, "redis reachable");
                 } else {
-                    tracing::warn!(redis = %self.address, "redis unreachable");
+                    let cause = self.why_unreachable().await;
+                    tracing::warn!(redis = %self.address, cause = %cause, "redis unreachable");
                 }
             }
             if ok {

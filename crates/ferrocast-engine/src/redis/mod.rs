@@ -10,6 +10,7 @@
 //! (SPUBLISH/SSUBSCRIBE), and nothing touches keys of two slots in one command.
 
 mod conn;
+mod diagnose;
 mod keys;
 mod link;
 mod publishing;
