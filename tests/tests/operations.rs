@@ -266,7 +266,13 @@ async fn a_fresh_node_exports_every_documented_series() {
         .map(|name| format!("ferrocast_{name}"))
         .collect();
     assert!(documented.len() > 20, "{documented:?}");
-    let n = NodeProcess::start(base_config()).await;
+    let mut cfg = base_config();
+    // Slow-consumer drops are counted per namespace with a drop policy.
+    cfg["channel"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "ticker", "slow_consumer_policy": "drop_oldest"}));
+    let n = NodeProcess::start(cfg).await;
     let (status, metrics) = n.get("/metrics").await;
     assert_eq!(status, 200);
     for name in &documented {

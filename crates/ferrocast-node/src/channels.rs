@@ -73,6 +73,13 @@ impl ChannelRules {
     }
 }
 
+/// The namespace of a channel name (empty for channels without namespace).
+pub fn namespace_of(channel: &str) -> &str {
+    channel
+        .split_once(NAMESPACE_BOUNDARY)
+        .map_or("", |(ns, _)| ns)
+}
+
 /// Matches `name` against a pattern where `*` stands for any run of characters.
 pub fn glob_match(pattern: &str, name: &str) -> bool {
     let parts: Vec<&str> = pattern.split('*').collect();
@@ -134,6 +141,13 @@ mod tests {
         assert_eq!(r.user_limited_allows("dialog#42,43", "4"), Some(false));
         assert_eq!(r.user_limited_allows("dialog#42", ""), Some(false));
         assert_eq!(r.user_limited_allows("dialog", "42"), None);
+    }
+
+    #[test]
+    fn namespaces_of_channels() {
+        assert_eq!(namespace_of("chat:1"), "chat");
+        assert_eq!(namespace_of("chat:a:b"), "chat");
+        assert_eq!(namespace_of("plain"), "");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! never get a request, so they should not pay for a channel buffer.
 
 use crate::metrics as m;
-use crate::outbox::{Outbox, PushResult};
+use crate::outbox::{DropGroup, Outbox, PushResult, Pushed};
 use bytes::Bytes;
 use ferrocast_protocol::{Disconnect, Protocol};
 use parking_lot::Mutex;
@@ -67,10 +67,40 @@ pub struct ClientHandle {
 }
 
 impl ClientHandle {
-    /// Queues a frame; a connection that overflows is closed as slow.
+    /// Queues a frame that may not be dropped; a connection that overflows is closed as
+    /// slow (after droppable pushes could not make room).
     pub fn send(&self, frame: Bytes) {
-        if self.outbox.push(frame) == PushResult::Overflow {
+        self.settle(self.outbox.push(frame));
+    }
+
+    /// Queues a push of a subscription whose namespace has a drop policy (`positioned`:
+    /// a publication with a stream offset).
+    pub fn send_droppable(&self, frame: Bytes, group: &Arc<DropGroup>, positioned: bool) {
+        self.settle(self.outbox.push_droppable(frame, group, positioned));
+    }
+
+    /// Accounts for what a push dropped; a subscription that lost a positioned
+    /// publication is sent to recover (unsubscribe 2500), as after an offset gap.
+    pub fn settle(&self, pushed: Pushed) {
+        if pushed.result == PushResult::Overflow {
             m::slow_consumer_closed();
+        }
+        for lost in pushed.lost.into_iter().flat_map(|l| *l) {
+            let group = &lost.group;
+            m::slow_consumer_dropped(&group.namespace, group.policy.name(), lost.frames);
+            if lost.recover {
+                tracing::debug!(
+                    client = %self.id,
+                    channel = %group.channel,
+                    "slow consumer: publications dropped, the subscription recovers"
+                );
+                self.control(
+                    SessionControl::InsufficientState {
+                        channel: group.channel.clone(),
+                    },
+                    Disconnect::INSUFFICIENT_STATE,
+                );
+            }
         }
     }
 

@@ -23,6 +23,9 @@ pub const FANOUT_DURATION: &str = "ferrocast_fanout_duration_seconds";
 pub const DISCONNECTS: &str = "ferrocast_disconnects_total";
 /// Connections closed because their queue overflowed.
 pub const SLOW_CONSUMER_CLOSES: &str = "ferrocast_slow_consumer_closes_total";
+/// Pushes dropped by a namespace's slow-consumer drop policy, by `namespace` (empty
+/// without namespace) and `policy`.
+pub const SLOW_CONSUMER_DROPS: &str = "ferrocast_slow_consumer_drops_total";
 /// Server API calls, by `method` and `result` (ok or the error code).
 pub const API_CALLS: &str = "ferrocast_api_calls_total";
 /// Command replies with an error, by `method` and `code`.
@@ -163,6 +166,18 @@ pub fn pushes_sent(kind: &'static str, n: usize) {
 /// Records a slow-consumer close.
 pub fn slow_consumer_closed() {
     metrics::counter!(SLOW_CONSUMER_CLOSES).increment(1);
+}
+
+/// Makes the drop counter of a namespace with a drop policy exist from the start, at 0.
+pub fn register_slow_consumer_drops(namespace: &str, policy: &'static str) {
+    metrics::counter!(SLOW_CONSUMER_DROPS, "namespace" => namespace.to_string(), "policy" => policy)
+        .absolute(0);
+}
+
+/// Records `n` pushes dropped by the drop `policy` of `namespace`.
+pub fn slow_consumer_dropped(namespace: &str, policy: &'static str, n: u64) {
+    metrics::counter!(SLOW_CONSUMER_DROPS, "namespace" => namespace.to_string(), "policy" => policy)
+        .increment(n);
 }
 
 /// Records a received command.

@@ -1,9 +1,11 @@
 //! One subscription of one connection, as seen by fan-out: it holds publications back
 //! until the subscribe reply is out, never delivers an offset twice, and notices when a
 //! publication is not the next one it expects (a gap), so the client recovers instead of
-//! silently missing something.
+//! silently missing something. A subscription of a namespace with a drop policy queues
+//! its pushes as droppable ([`DropGroup`]).
 
 use crate::control::ClientHandle;
+use crate::outbox::DropGroup;
 use bytes::Bytes;
 use ferrocast_protocol::StreamPosition;
 use parking_lot::Mutex;
@@ -31,6 +33,8 @@ pub struct Subscriber {
     pub join_leave: bool,
     /// Whether the subscription is positioned in the channel stream and can recover.
     pub recoverable: bool,
+    /// Set when the namespace's slow-consumer policy drops pushes instead of closing.
+    drops: Option<Arc<DropGroup>>,
     epoch: OnceLock<String>,
     /// Highest offset delivered (or recovered).
     last_offset: AtomicU64,
@@ -52,10 +56,25 @@ impl Subscriber {
             client,
             join_leave,
             recoverable,
+            drops: None,
             epoch: OnceLock::new(),
             last_offset: AtomicU64::new(0),
             syncing: AtomicBool::new(true),
             pending: Mutex::new(Some(Vec::new())),
+        }
+    }
+
+    /// Queues this subscription's pushes as droppable by `group`'s policy.
+    pub fn with_drops(mut self, group: Arc<DropGroup>) -> Self {
+        self.drops = Some(group);
+        self
+    }
+
+    /// Queues one push (a publication at `offset`, or a join/leave with offset 0).
+    fn send(&self, frame: Bytes, offset: u64) {
+        match &self.drops {
+            None => self.client.send(frame),
+            Some(group) => self.client.send_droppable(frame, group, offset > 0),
         }
     }
 
@@ -101,7 +120,7 @@ impl Subscriber {
         }
         let d = self.admit(offset, offset > 0 && self.epoch_changed(epoch));
         if d == Delivery::Sent {
-            self.client.send(frame.clone());
+            self.send(frame.clone(), offset);
         }
         d
     }
@@ -124,7 +143,7 @@ impl Subscriber {
             for h in held {
                 let changed = h.offset > 0 && self.epoch_changed(&h.epoch);
                 match self.admit(h.offset, changed) {
-                    Delivery::Sent => self.client.send(h.frame),
+                    Delivery::Sent => self.send(h.frame, h.offset),
                     Delivery::Gap => {
                         gap = true;
                         break;
@@ -231,6 +250,49 @@ mod tests {
         let (h, _o) = subscriber(true);
         h.deliver(2, "e", &Bytes::new());
         assert!(h.go_live(None, pos(0)), "held publication after a gap");
+    }
+
+    #[tokio::test]
+    async fn a_dropped_publication_sends_the_subscription_to_recover() {
+        use crate::control::SessionControl;
+        use crate::outbox::DropPolicy;
+        let outbox = Arc::new(Outbox::new(20));
+        let control = Arc::new(crate::control::ControlQueue::default());
+        let client = Arc::new(ClientHandle {
+            id: "c".into(),
+            user: "u".into(),
+            protocol: ferrocast_protocol::Protocol::Json,
+            outbox: outbox.clone(),
+            control: control.clone(),
+        });
+        let group = Arc::new(DropGroup::new(DropPolicy::Newest, "h", "h:1", true));
+        let s = Subscriber::new(client, false, true).with_drops(group.clone());
+        // Held while syncing, then queued by go_live: droppable as well.
+        s.deliver(1, "e", &Bytes::from_static(b"1........."));
+        assert!(!s.go_live(None, pos(0)));
+        for frame in [b"2.........", b"3........."] {
+            s.deliver(
+                frame[0] as u64 - u64::from(b'0'),
+                "e",
+                &Bytes::from_static(frame),
+            );
+        }
+        let ctl = tokio::time::timeout(std::time::Duration::from_secs(1), control.recv())
+            .await
+            .expect("a recovery request");
+        assert!(
+            matches!(&ctl, SessionControl::InsufficientState { channel } if channel == "h:1"),
+            "{ctl:?}"
+        );
+        assert!(group.is_stale());
+        // Nothing after the gap reaches the client.
+        s.deliver(4, "e", &Bytes::from_static(b"4"));
+        let frames = drained(&outbox).await;
+        assert_eq!(
+            frames,
+            vec![Bytes::from_static(b"1........."), "2.........".into()]
+        );
+        assert_eq!(outbox.dropped(), 1);
     }
 
     #[tokio::test]

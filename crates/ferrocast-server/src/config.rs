@@ -756,6 +756,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("history_ttl"), "{e}");
+        for text in [
+            "[channel.without_namespace]\nslow_consumer_policy = \"wait\"\n",
+            "[[channel.namespaces]]\nname = \"feed\"\nslow_consumer_policy = \"wait\"\n",
+        ] {
+            let e = load_str(text, &[]).unwrap_err().to_string();
+            assert!(
+                e.contains("slow_consumer_policy \"wait\" is not one of"),
+                "{e}"
+            );
+        }
+        let env = [(
+            "FERROCAST_CHANNEL_WITHOUT_NAMESPACE_SLOW_CONSUMER_POLICY",
+            "drop_all",
+        )];
+        let cfg = load_str("", &env).unwrap();
+        assert_eq!(
+            cfg.channel.without_namespace.slow_consumer_policy,
+            ferrocast_node::config::SlowConsumerPolicy::DropAll
+        );
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //! Unknown keys are refused.
 
 mod proxy;
+mod slow_consumer;
 
 pub use proxy::*;
+pub use slow_consumer::SlowConsumerPolicy;
 
 use crate::duration::serde_str;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -180,6 +182,9 @@ pub struct ChannelOptions {
     /// Streams are bidirectional: the client's publications go into the stream
     /// (`SubscribeBidirectional`).
     pub subscribe_stream_proxy_bidirectional: bool,
+    /// What a publication, join or leave does when it would overflow a connection's
+    /// queue: close the connection (3008, the default) or drop pushes.
+    pub slow_consumer_policy: SlowConsumerPolicy,
 }
 
 impl ChannelOptions {

@@ -136,6 +136,17 @@ impl Node {
     pub async fn start(opts: NodeOptions, engine: Arc<dyn Engine>) -> Result<Arc<Node>, NodeError> {
         opts.client.validate().map_err(NodeError::Config)?;
         opts.channel.validate().map_err(NodeError::Config)?;
+        for (namespace, policy) in opts.channel.drop_policies() {
+            m::register_slow_consumer_drops(namespace, policy);
+        }
+        for key in opts.channel.blocking_policies() {
+            tracing::warn!(
+                key = %key,
+                "slow_consumer_policy \"block\" acts as \"close\": a publication that waited for one slow \
+                 subscriber would stall every other subscriber of its channel, so a slow connection is \
+                 closed with 3008 instead"
+            );
+        }
         let verifier = TokenVerifier::new(&opts.client.token).map_err(NodeError::Config)?;
         let proxies = Proxies::new(&opts.client, &opts.channel, &opts.rpc, &opts.proxies)
             .map_err(NodeError::Config)?;

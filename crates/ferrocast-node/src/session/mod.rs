@@ -346,7 +346,7 @@ impl Session {
         match &self.connected {
             Some(c) => c.handle.send(frame),
             None => {
-                if self.outbox.push(frame) == crate::outbox::PushResult::Overflow {
+                if self.outbox.push(frame).result == crate::outbox::PushResult::Overflow {
                     m::slow_consumer_closed();
                 }
             }

@@ -3,7 +3,10 @@
 use super::commands::Permission;
 use super::{Session, SubState};
 use crate::auth::TokenError;
+use crate::channels::namespace_of;
+use crate::config::SlowConsumerPolicy;
 use crate::control::ClientHandle;
+use crate::outbox::{DropGroup, DropPolicy};
 use crate::subscriber::Subscriber;
 use bytes::Bytes;
 use ferrocast_engine::HistoryFilter;
@@ -39,6 +42,17 @@ pub(super) struct Grant {
     pub server_refresh: bool,
     /// The backend stream its publications also come from (subscribe stream proxy).
     pub stream: Option<SubscriptionStream>,
+}
+
+/// What the pushes of a namespace with `policy` drop when they would overflow the queue
+/// (`None`: they are never dropped, the connection closes; `block` acts as `close`).
+fn drop_policy(policy: SlowConsumerPolicy) -> Option<DropPolicy> {
+    match policy {
+        SlowConsumerPolicy::Close | SlowConsumerPolicy::Block => None,
+        SlowConsumerPolicy::DropOldest => Some(DropPolicy::Oldest),
+        SlowConsumerPolicy::DropNewest => Some(DropPolicy::Newest),
+        SlowConsumerPolicy::DropAll => Some(DropPolicy::All),
+    }
 }
 
 /// A subscription that buffers publications until its reply is queued.
@@ -155,7 +169,13 @@ impl Session {
             && stream.is_none()
             && !wildcard
             && (force_recovery || req.recoverable || req.recover || server_side);
-        let subscriber = Arc::new(Subscriber::new(c.handle.clone(), join_leave, recoverable));
+        let mut subscriber = Subscriber::new(c.handle.clone(), join_leave, recoverable);
+        if let Some(policy) = drop_policy(opts.slow_consumer_policy) {
+            let ns = namespace_of(&channel);
+            subscriber =
+                subscriber.with_drops(Arc::new(DropGroup::new(policy, ns, &channel, recoverable)));
+        }
+        let subscriber = Arc::new(subscriber);
         node.add_subscriber(&channel, subscriber.clone()).await?;
         // A subscription the server refreshes does not tell the client it expires.
         let client_expiry = grant.expires_at.filter(|_| !grant.server_refresh);
