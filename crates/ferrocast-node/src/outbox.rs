@@ -9,7 +9,10 @@
 //!   (unsubscribe, subscribe, refresh, ping), or a publication, join or leave of a
 //!   namespace with the `close` policy — first makes room by dropping queued *droppable*
 //!   pushes, oldest first. When even that is not enough the connection is closed as slow
-//!   (3008) and its queue is dropped.
+//!   (3008) and its queue is dropped. One such frame larger than the whole bound (a
+//!   recovery reply with many publications) is accepted when no other frame that may not
+//!   be dropped is waiting, so a client can always recover what it missed; the bound
+//!   applies again to what follows it.
 //! - A droppable push (a publication, join or leave of a namespace with a drop policy)
 //!   never closes the connection: its [`DropPolicy`] says what is dropped instead. The
 //!   queue holds frames of every channel of the connection, so `drop_oldest` and
@@ -358,7 +361,11 @@ impl Outbox {
         // Bytes that may not be dropped.
         let fixed = s.bytes - s.droppable();
         let mut lost = Vec::new();
-        if fixed + len > self.max_bytes {
+        if fixed == 0 && len > self.max_bytes {
+            // Larger than the whole queue (a big recovery reply) with nothing else that
+            // must be written first: refusing it would close the connection whenever the
+            // client came back for it. It is queued; the bound applies to what follows.
+        } else if fixed + len > self.max_bytes {
             s.clear();
             s.close = Some(Disconnect::SLOW);
             drop(s);

@@ -246,6 +246,26 @@ async fn the_writer_takes_everything_and_the_queue_is_free_again() {
 }
 
 #[tokio::test]
+async fn a_reply_larger_than_the_queue_goes_when_nothing_else_must() {
+    let o = Outbox::new(20);
+    let a = group(DropPolicy::Newest, "a", false);
+    let _ = o.push_droppable(frame(b'1', 10), &a, false);
+    // A recovery reply of 50 bytes: nothing that must be written waits, it is queued
+    // (the droppable push in front stays).
+    assert_eq!(o.push(frame(b'R', 50)).result, PushResult::Queued);
+    assert_eq!(o.queued_bytes(), 60);
+    // What follows meets the bound again.
+    assert_eq!(
+        o.push_droppable(frame(b'2', 1), &a, false).result,
+        PushResult::Dropped
+    );
+    assert_eq!(o.push(frame(b'S', 1)).result, PushResult::Overflow);
+    let o = Outbox::new(20);
+    let _ = o.push(frame(b'R', 1));
+    assert_eq!(o.push(frame(b'S', 50)).result, PushResult::Overflow);
+}
+
+#[tokio::test]
 async fn positions_stay_right_after_drops_in_the_middle() {
     let o = Outbox::new(50);
     let g = group(DropPolicy::Oldest, "a", false);
