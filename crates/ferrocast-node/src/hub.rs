@@ -514,6 +514,20 @@ impl Hub {
         }
     }
 
+    /// The local channels each of `clients` is subscribed to. Scans every channel: for
+    /// diagnostics (`connection_health`), not for hot paths.
+    pub fn subscriptions_of(&self, clients: &[&str]) -> HashMap<String, Vec<String>> {
+        let mut out: HashMap<String, Vec<String>> = HashMap::new();
+        for shard in self.channel_shards.iter() {
+            for (channel, subs) in shard.read().channels.iter() {
+                for id in clients.iter().filter(|id| subs.contains_key(**id)) {
+                    out.entry(id.to_string()).or_default().push(channel.clone());
+                }
+            }
+        }
+        out
+    }
+
     /// Current counts.
     pub fn stats(&self) -> HubStats {
         let mut users = 0;

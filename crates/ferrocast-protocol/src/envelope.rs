@@ -310,6 +310,44 @@ pub enum ControlMessage {
         /// The node's channels.
         channels: Vec<ChannelStat>,
     },
+    /// Every other node: report the health of the connections addressed (the
+    /// `connection_health` API).
+    HealthRequest {
+        /// Survey id.
+        id: String,
+        /// Node that asks (it does not answer itself).
+        from: String,
+        /// User id (empty: only `client`).
+        user: String,
+        /// Client id (empty: all of the user's).
+        client: String,
+    },
+    /// A node's answer to a [`ControlMessage::HealthRequest`].
+    HealthReply {
+        /// Survey id.
+        id: String,
+        /// The addressed connections this node holds.
+        connections: Vec<ConnectionHealth>,
+    },
+}
+
+/// How one connection keeps up with what it is sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConnectionHealth {
+    /// Client id.
+    pub client: String,
+    /// User id (empty for anonymous).
+    pub user: String,
+    /// Name of the node holding the connection.
+    pub node: String,
+    /// Bytes waiting in its outbound queue.
+    pub queue_bytes: u64,
+    /// The queue's bound (`client.queue_max_size`).
+    pub queue_max: u64,
+    /// Pushes dropped by slow-consumer drop policies since it connected.
+    pub dropped: u64,
+    /// Channels it is subscribed to on that node.
+    pub subscriptions: Vec<String>,
 }
 
 impl ControlMessage {
@@ -389,6 +427,19 @@ mod tests {
             client: String::new(),
             code: 3503,
             reason: "bye".into(),
+        };
+        assert_eq!(ControlMessage::decode(&m.encode()).unwrap(), m);
+        let m = ControlMessage::HealthReply {
+            id: "s".into(),
+            connections: vec![ConnectionHealth {
+                client: "c".into(),
+                user: "u".into(),
+                node: "n".into(),
+                queue_bytes: 10,
+                queue_max: 100,
+                dropped: 3,
+                subscriptions: vec!["a".into()],
+            }],
         };
         assert_eq!(ControlMessage::decode(&m.encode()).unwrap(), m);
     }

@@ -62,6 +62,9 @@ pub async fn execute(node: &Node, cmd: ApiCommand) -> Result<ApiResult, Protocol
                 .map(|(name, s)| (name, s.into()))
                 .collect(),
         }),
+        ApiCommand::ConnectionHealth(r) => {
+            ApiResult::ConnectionHealth(connection_health(node, r).await?)
+        }
     })
 }
 
@@ -176,6 +179,18 @@ async fn user_status(node: &Node, r: UsersRequest) -> Result<UserStatusResult, P
         .map(|(user, online)| UserStatus { user, online })
         .collect();
     Ok(UserStatusResult { statuses })
+}
+
+async fn connection_health(
+    node: &Node,
+    r: ConnectionHealthRequest,
+) -> Result<ConnectionHealthResult, ProtocolError> {
+    if r.user.is_empty() && r.client.is_empty() {
+        return Err(bad("user or client required"));
+    }
+    Ok(ConnectionHealthResult {
+        connections: node.connection_health(&r.user, &r.client).await,
+    })
 }
 
 async fn presence(node: &Node, r: ChannelRequest) -> Result<PresenceResult, ProtocolError> {

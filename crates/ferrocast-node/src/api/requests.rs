@@ -93,6 +93,9 @@ api_methods! {
     "user_status" => UserStatus(UsersRequest),
     /// Statistics of channels with subscribers on any node (ferrocast extension).
     "channel_stats" => ChannelStats(ChannelsRequest),
+    /// How a user's connections (or one client) keep up: queue and drops (ferrocast
+    /// extension).
+    "connection_health" => ConnectionHealth(ConnectionHealthRequest),
 }
 
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ProtocolError> {
@@ -267,6 +270,17 @@ pub struct UsersRequest {
     /// The users (at most 1000).
     #[serde(default)]
     pub users: Vec<String>,
+}
+
+/// `connection_health`: `user`, `client`, or both (that client of the user).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ConnectionHealthRequest {
+    /// All of this user's connections.
+    #[serde(default)]
+    pub user: String,
+    /// Only this connection.
+    #[serde(default)]
+    pub client: String,
 }
 
 /// `batch`.

@@ -1,6 +1,6 @@
 //! Server API results, serialized with the shapes of Centrifugo's server API.
 
-use ferrocast_protocol::envelope::NodeInfo;
+use ferrocast_protocol::envelope::{ConnectionHealth, NodeInfo};
 use ferrocast_protocol::{ClientInfo, ProtocolError, Publication, StreamPosition};
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
@@ -32,6 +32,8 @@ pub enum ApiResult {
     UserStatus(UserStatusResult),
     /// `channel_stats`.
     ChannelStats(ChannelStatsResult),
+    /// `connection_health`.
+    ConnectionHealth(ConnectionHealthResult),
 }
 
 /// No fields: `{}`.
@@ -187,6 +189,14 @@ pub struct UserStatus {
 pub struct UserStatusResult {
     /// The statuses.
     pub statuses: Vec<UserStatus>,
+}
+
+/// `connection_health`: the connections addressed, wherever they are, sorted by node
+/// and client id.
+#[derive(Debug, Serialize)]
+pub struct ConnectionHealthResult {
+    /// Each connection's queue, drops and subscriptions.
+    pub connections: Vec<ConnectionHealth>,
 }
 
 /// One command's reply in a `batch`: `{"<method>": result}` or `{"error": …}`.

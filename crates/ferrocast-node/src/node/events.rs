@@ -25,7 +25,9 @@ impl NodeEvents {
             m @ (ControlMessage::ChannelsRequest { .. }
             | ControlMessage::ChannelsReply { .. }
             | ControlMessage::ChannelStatsRequest { .. }
-            | ControlMessage::ChannelStatsReply { .. }) => {
+            | ControlMessage::ChannelStatsReply { .. }
+            | ControlMessage::HealthRequest { .. }
+            | ControlMessage::HealthReply { .. }) => {
                 return self.surveys.on_control(m);
             }
             ControlMessage::Disconnect {

@@ -158,6 +158,7 @@ impl Node {
         let controller: Arc<dyn Controller> = engine.clone();
         let surveys = Arc::new(Surveys::start(
             identity.id.clone(),
+            identity.name.clone(),
             hub.clone(),
             controller.clone(),
             stop.child_token(),

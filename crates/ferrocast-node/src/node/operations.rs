@@ -7,9 +7,9 @@ use super::{Node, engine_error};
 use crate::control::ClientHandle;
 use crate::stats::ChannelStat;
 use crate::subscriber::Subscriber;
-use crate::survey::{Question, local_channels};
+use crate::survey::{Question, local_channels, local_health};
 use ferrocast_engine::{HistoryFilter, HistoryResult, PresenceStats, feed_channel};
-use ferrocast_protocol::envelope::{ControlMessage, NodeInfo};
+use ferrocast_protocol::envelope::{ConnectionHealth, ControlMessage, NodeInfo};
 use ferrocast_protocol::{ClientInfo, ProtocolError, StreamPosition};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -223,16 +223,35 @@ impl Node {
     }
 
     async fn survey(&self, question: Question, pattern: &str) -> BTreeMap<String, ChannelStat> {
-        let others = self
-            .controller
-            .nodes()
-            .iter()
-            .filter(|n| n.uid != self.identity.id)
-            .count();
+        let others = self.other_nodes();
         let local = local_channels(&self.hub, pattern);
         self.surveys
             .ask(question, self.controller.as_ref(), local, others, pattern)
             .await
+    }
+
+    /// How the connections of `user` (or the one `client`, or that client of the user)
+    /// keep up, on every live node (nodes that do not answer within the survey timeout
+    /// are left out).
+    pub async fn connection_health(&self, user: &str, client: &str) -> Vec<ConnectionHealth> {
+        let local = local_health(&self.hub, self.name(), user, client);
+        self.surveys
+            .health(
+                self.controller.as_ref(),
+                local,
+                self.other_nodes(),
+                user,
+                client,
+            )
+            .await
+    }
+
+    fn other_nodes(&self) -> usize {
+        self.controller
+            .nodes()
+            .iter()
+            .filter(|n| n.uid != self.identity.id)
+            .count()
     }
 
     /// Every live node (this one with its current counts), sorted by name.
