@@ -22,6 +22,8 @@ pub struct Client {
     pub auto_pong: bool,
     /// Server pings seen.
     pub pings: usize,
+    /// Length of the last text message received (the writer's batch of frames).
+    pub last_message_len: usize,
     closed: Option<(u16, String)>,
     pending: VecDeque<Value>,
 }
@@ -70,9 +72,35 @@ impl Client {
             replies: VecDeque::new(),
             auto_pong: true,
             pings: 0,
+            last_message_len: 0,
             closed: None,
             pending: VecDeque::new(),
         })
+    }
+
+    /// Opens a connection whose socket has a receive buffer of `bytes` (the kernel may
+    /// round it), so that a client that stops reading fills the server's queue quickly.
+    pub async fn open_with_recv_buffer(url: &str, bytes: u32) -> Client {
+        let req = url.into_client_request().expect("url");
+        let authority = req.uri().authority().expect("host:port").as_str();
+        let addr: std::net::SocketAddr = authority.parse().expect("an address");
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+        let stream = socket.connect(addr).await.expect("tcp connect");
+        let (ws, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(stream))
+            .await
+            .expect("websocket handshake");
+        Client {
+            ws,
+            next_id: 0,
+            pushes: VecDeque::new(),
+            replies: VecDeque::new(),
+            auto_pong: true,
+            pings: 0,
+            last_message_len: 0,
+            closed: None,
+            pending: VecDeque::new(),
+        }
     }
 
     /// Opens and connects with `token`; returns the client and the connect result.
@@ -251,6 +279,7 @@ impl Client {
                 .ok()?;
             match msg {
                 Some(Ok(Message::Text(t))) => {
+                    self.last_message_len = t.len();
                     let mut objects: Vec<Value> = serde_json::Deserializer::from_str(t.as_str())
                         .into_iter::<Value>()
                         .map(|r| r.expect("server sent invalid JSON"))
