@@ -280,6 +280,12 @@ async fn drop_policy_leaves_exactly(ns: &str, policy: Drop) {
         (d1 + dropped, 0)
     );
     assert_eq!(drops_metric(&n, ns).await, d1 + dropped);
+    let stats = n.api_ok("channel_stats", json!({"pattern": channel})).await;
+    assert_eq!(
+        stats["channels"][&channel]["drops"],
+        d1 + dropped,
+        "{stats}"
+    );
     println!(
         "{ns}: frame {len} B, queue {m} frames; phase 1: {} published, {phase1_n} received, {d1} dropped; \
          phase 2: {s} published, {} received; {} dropped in all",

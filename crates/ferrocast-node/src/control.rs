@@ -68,15 +68,21 @@ pub struct ClientHandle {
 
 impl ClientHandle {
     /// Queues a frame that may not be dropped; a connection that overflows is closed as
-    /// slow (after droppable pushes could not make room).
-    pub fn send(&self, frame: Bytes) {
-        self.settle(self.outbox.push(frame));
+    /// slow (after droppable pushes could not make room). Whether it was queued.
+    pub fn send(&self, frame: Bytes) -> bool {
+        let pushed = self.outbox.push(frame);
+        let queued = pushed.result == PushResult::Queued;
+        self.settle(pushed);
+        queued
     }
 
     /// Queues a push of a subscription whose namespace has a drop policy (`positioned`:
-    /// a publication with a stream offset).
-    pub fn send_droppable(&self, frame: Bytes, group: &Arc<DropGroup>, positioned: bool) {
-        self.settle(self.outbox.push_droppable(frame, group, positioned));
+    /// a publication with a stream offset); whether it was queued.
+    pub fn send_droppable(&self, frame: Bytes, group: &Arc<DropGroup>, positioned: bool) -> bool {
+        let pushed = self.outbox.push_droppable(frame, group, positioned);
+        let queued = pushed.result == PushResult::Queued;
+        self.settle(pushed);
+        queued
     }
 
     /// Accounts for what a push dropped; a subscription that lost a positioned
@@ -88,6 +94,12 @@ impl ClientHandle {
         for lost in pushed.lost.into_iter().flat_map(|l| *l) {
             let group = &lost.group;
             m::slow_consumer_dropped(&group.namespace, group.policy.name(), lost.frames);
+            // The push being made is counted by whoever made it (fan-out).
+            if let Some(counters) = group.counters.get()
+                && lost.queued > 0
+            {
+                counters.dropped(lost.queued);
+            }
             if lost.recover {
                 tracing::debug!(
                     client = %self.id,

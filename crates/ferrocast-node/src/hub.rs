@@ -30,7 +30,7 @@ struct ChannelShard {
 #[derive(Default)]
 struct ChannelSubs {
     subs: HashMap<String, Arc<Subscriber>>,
-    counters: ChannelCounters,
+    counters: Arc<ChannelCounters>,
 }
 
 impl std::ops::Deref for ChannelSubs {
@@ -202,6 +202,7 @@ impl Hub {
         let mut s = self.channel_shards[shard_of(channel)].write();
         let subs = s.channels.entry(channel.to_string()).or_default();
         let first = subs.is_empty();
+        sub.count_drops_in(&subs.counters);
         if subs.insert(sub.client.id.clone(), sub).is_none() {
             self.subscriptions.fetch_add(1, Ordering::Relaxed);
         }
@@ -333,7 +334,7 @@ impl Hub {
             let body = PushBody::Pub(publication);
             let frames = PushFrames::new(channel, &body);
             let mut refused = 0;
-            let mut delivered = 0;
+            let (mut delivered, mut dropped) = (0, 0);
             for (id, sub) in subs.iter() {
                 let Some(frame) = frame_for(&frames, sub, &mut refused) else {
                     continue;
@@ -342,9 +343,10 @@ impl Hub {
                     Delivery::Gap => behind.push(id.clone()),
                     Delivery::Sent | Delivery::Held => delivered += 1,
                     Delivery::Duplicate => {}
+                    Delivery::Dropped => dropped += 1,
                 }
             }
-            subs.counters.record(delivered, refused as u64);
+            subs.counters.record(delivered, refused as u64 + dropped);
             encoded(&frames, channel, refused);
             subs.len()
         };

@@ -25,12 +25,13 @@
 //! are dropped with it, nothing of it is queued any more, and the caller is told to make
 //! it recover ([`Lost::recover`]).
 
+use crate::stats::ChannelCounters;
 use bytes::Bytes;
 use ferrocast_protocol::Disconnect;
 use parking_lot::{Mutex, MutexGuard};
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use tokio::sync::Notify;
 
 /// Queue capacity (in frames) above which a drained queue releases its memory.
@@ -83,6 +84,8 @@ pub struct DropGroup {
     pub channel: String,
     /// The subscription is positioned: a dropped publication makes it recover.
     pub recoverable: bool,
+    /// The channel's statistics on this node (`channel_stats` drops), once it is in the hub.
+    pub counters: OnceLock<Arc<ChannelCounters>>,
     /// A positioned publication was dropped: nothing of this subscription is queued any
     /// more. Changed under the outbox lock only.
     stale: AtomicBool,
@@ -96,6 +99,7 @@ impl DropGroup {
             namespace: namespace.to_string(),
             channel: channel.to_string(),
             recoverable,
+            counters: OnceLock::new(),
             stale: AtomicBool::new(false),
         }
     }
@@ -136,6 +140,8 @@ pub struct Lost {
     pub group: Arc<DropGroup>,
     /// Frames dropped.
     pub frames: u64,
+    /// Of them, frames that had been queued (not the push being made).
+    pub queued: u64,
     /// This push made the subscription stale: it must recover now (unsubscribe 2500).
     pub recover: bool,
 }
@@ -185,18 +191,21 @@ struct State {
     drops: Option<Box<Droppable>>,
 }
 
-/// Notes one dropped frame of `group` in `lost`; a positioned publication of a
-/// recoverable group makes it stale.
-fn note(lost: &mut Vec<Lost>, group: &Arc<DropGroup>, positioned: bool) {
+/// Notes one dropped frame of `group` in `lost` (`queued`: it had been queued); a
+/// positioned publication of a recoverable group makes it stale.
+fn note(lost: &mut Vec<Lost>, group: &Arc<DropGroup>, positioned: bool, queued: bool) {
     let recover = positioned && group.recoverable && !group.stale.swap(true, Ordering::AcqRel);
+    let queued = u64::from(queued);
     match lost.iter_mut().find(|l| Arc::ptr_eq(&l.group, group)) {
         Some(l) => {
             l.frames += 1;
+            l.queued += queued;
             l.recover |= recover;
         }
         None => lost.push(Lost {
             group: group.clone(),
             frames: 1,
+            queued,
             recover,
         }),
     }
@@ -262,7 +271,7 @@ impl State {
             drops.head += 1;
             need = need.saturating_sub(frame.len());
             forget(&mut self.bytes, &mut drops, frame.len());
-            note(lost, &tag.group, tag.positioned);
+            note(lost, &tag.group, tag.positioned, true);
             purge |= tag.group.is_stale();
         }
         if need > 0 || purge {
@@ -283,7 +292,7 @@ impl State {
                     .map_or(0, Bytes::len);
                 need = need.saturating_sub(len);
                 forget(&mut self.bytes, &mut drops, len);
-                note(lost, &tag.group, tag.positioned);
+                note(lost, &tag.group, tag.positioned, true);
                 victims.push(tag.seq);
             }
             let (mut v, mut seq) = (0, head);
@@ -390,12 +399,14 @@ impl Outbox {
         if s.close.is_some() {
             return Pushed::only(PushResult::Closed);
         }
+        let mut lost = Vec::new();
         if group.is_stale() {
             // Its subscription is recovering: what it missed comes from history.
-            return Pushed::only(PushResult::Dropped);
+            s.count_drop();
+            note(&mut lost, group, positioned, false);
+            return Pushed::with(PushResult::Dropped, lost);
         }
         let len = frame.len();
-        let mut lost = Vec::new();
         if s.bytes + len > self.max_bytes {
             // Whether it fits once every droppable push is gone.
             let can_fit = s.bytes - s.droppable() + len <= self.max_bytes;
@@ -409,7 +420,7 @@ impl Outbox {
             }
             if s.bytes + len > self.max_bytes || group.is_stale() {
                 s.count_drop();
-                note(&mut lost, group, positioned);
+                note(&mut lost, group, positioned, false);
                 return Pushed::with(PushResult::Dropped, lost);
             }
         }

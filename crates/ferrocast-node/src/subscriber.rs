@@ -6,6 +6,7 @@
 
 use crate::control::ClientHandle;
 use crate::outbox::DropGroup;
+use crate::stats::ChannelCounters;
 use bytes::Bytes;
 use ferrocast_protocol::StreamPosition;
 use parking_lot::Mutex;
@@ -23,6 +24,9 @@ pub enum Delivery {
     Duplicate,
     /// Publications before this one are missing: the subscription must recover.
     Gap,
+    /// Not queued: dropped by the namespace's slow-consumer policy, or the connection is
+    /// closing (or closed as slow by this push).
+    Dropped,
 }
 
 /// A subscription as seen by fan-out.
@@ -70,8 +74,17 @@ impl Subscriber {
         self
     }
 
-    /// Queues one push (a publication at `offset`, or a join/leave with offset 0).
-    fn send(&self, frame: Bytes, offset: u64) {
+    /// Counts the pushes its drop policy drops after they were queued in the channel's
+    /// statistics (the hub calls it when the subscription joins the channel).
+    pub fn count_drops_in(&self, counters: &Arc<ChannelCounters>) {
+        if let Some(group) = &self.drops {
+            let _ = group.counters.set(counters.clone());
+        }
+    }
+
+    /// Queues one push (a publication at `offset`, or a join/leave with offset 0); whether
+    /// it was queued.
+    fn send(&self, frame: Bytes, offset: u64) -> bool {
         match &self.drops {
             None => self.client.send(frame),
             Some(group) => self.client.send_droppable(frame, group, offset > 0),
@@ -119,8 +132,8 @@ impl Subscriber {
             }
         }
         let d = self.admit(offset, offset > 0 && self.epoch_changed(epoch));
-        if d == Delivery::Sent {
-            self.send(frame.clone(), offset);
+        if d == Delivery::Sent && !self.send(frame.clone(), offset) {
+            return Delivery::Dropped;
         }
         d
     }
@@ -143,7 +156,9 @@ impl Subscriber {
             for h in held {
                 let changed = h.offset > 0 && self.epoch_changed(&h.epoch);
                 match self.admit(h.offset, changed) {
-                    Delivery::Sent => self.send(h.frame, h.offset),
+                    Delivery::Sent => {
+                        self.send(h.frame, h.offset);
+                    }
                     Delivery::Gap => {
                         gap = true;
                         break;
@@ -286,13 +301,48 @@ mod tests {
         );
         assert!(group.is_stale());
         // Nothing after the gap reaches the client.
-        s.deliver(4, "e", &Bytes::from_static(b"4"));
+        assert_eq!(
+            s.deliver(4, "e", &Bytes::from_static(b"4")),
+            Delivery::Dropped
+        );
         let frames = drained(&outbox).await;
         assert_eq!(
             frames,
             vec![Bytes::from_static(b"1........."), "2.........".into()]
         );
-        assert_eq!(outbox.dropped(), 1);
+        assert_eq!(outbox.dropped(), 2);
+    }
+
+    #[tokio::test]
+    async fn drops_are_told_to_fan_out_and_counted_for_the_channel() {
+        use crate::outbox::DropPolicy;
+        let outbox = Arc::new(Outbox::new(20));
+        let client = Arc::new(ClientHandle {
+            id: "c".into(),
+            user: "u".into(),
+            protocol: ferrocast_protocol::Protocol::Json,
+            outbox: outbox.clone(),
+            control: Arc::default(),
+        });
+        let counters = Arc::new(ChannelCounters::default());
+        let subscriber = |policy| {
+            let group = Arc::new(DropGroup::new(policy, "n", "n:1", false));
+            let s = Subscriber::new(client.clone(), false, false).with_drops(group);
+            s.count_drops_in(&counters);
+            assert!(!s.go_live(None, None));
+            s
+        };
+        let oldest = subscriber(DropPolicy::Oldest);
+        let frame = Bytes::from_static(b"0123456789");
+        for _ in 0..3 {
+            assert_eq!(oldest.deliver(0, "", &frame), Delivery::Sent);
+        }
+        // The third evicted a queued one: counted for the channel here, by fan-out below.
+        assert_eq!(counters.snapshot("n:1", 1).drops, 1);
+        let newest = subscriber(DropPolicy::Newest);
+        assert_eq!(newest.deliver(0, "", &frame), Delivery::Dropped);
+        assert_eq!(counters.snapshot("n:1", 1).drops, 1);
+        assert_eq!(outbox.dropped(), 2);
     }
 
     #[tokio::test]

@@ -187,11 +187,11 @@ async fn a_dropped_positioned_publication_makes_its_subscription_stale() {
     assert_eq!(p.result, PushResult::Dropped);
     assert_eq!(lost_of(&p), [("h".to_string(), 4, true)]);
     assert!(h.is_stale());
-    // Nothing of it is queued any more, and it is not reported again.
+    // Nothing of it is queued any more (counted as dropped), and it does not recover again.
     let p = o.push_droppable(frame(b'4', 10), &h, true);
     assert_eq!(p.result, PushResult::Dropped);
-    assert!(p.lost.is_none());
-    assert_eq!(o.dropped(), 4);
+    assert_eq!(lost_of(&p), [("h".to_string(), 1, false)]);
+    assert_eq!(o.dropped(), 5);
     assert_eq!(written(&o).await, b"o");
 }
 

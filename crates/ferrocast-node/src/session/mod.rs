@@ -344,7 +344,9 @@ impl Session {
 
     fn send(&self, frame: Bytes) {
         match &self.connected {
-            Some(c) => c.handle.send(frame),
+            Some(c) => {
+                c.handle.send(frame);
+            }
             None => {
                 if self.outbox.push(frame).result == crate::outbox::PushResult::Overflow {
                     m::slow_consumer_closed();
