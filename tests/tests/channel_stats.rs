@@ -14,17 +14,20 @@ async fn channel_stats_are_merged_over_the_cluster() {
     let b = NodeProcess::start(cfg).await;
     a.wait_ready(200).await;
     b.wait_ready(200).await;
+    // Both nodes know each other: each asks the ones it knows.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while a.api_ok("info", json!({})).await["nodes"]
-        .as_array()
-        .map(Vec::len)
-        != Some(2)
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the nodes did not meet"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    for n in [&a, &b] {
+        while n.api_ok("info", json!({})).await["nodes"]
+            .as_array()
+            .map(Vec::len)
+            != Some(2)
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the nodes did not meet"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
     let mut subs = Vec::new();
     for (node, user) in [(&a, "u1"), (&b, "u2"), (&b, "u3")] {
