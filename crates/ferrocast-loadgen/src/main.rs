@@ -283,19 +283,6 @@ fn worker(
     }))
 }
 
-/// CPU seconds (user + system) used by this process so far.
-fn cpu_secs() -> f64 {
-    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    // Fields after the command name (which is in parentheses): utime is field 14, stime 15.
-    let after = s.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // After ')' the first field is state (field 3), so utime (14) is index 11.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let cfg = Arc::new(build_config(&args)?);
@@ -508,33 +495,13 @@ fn main() -> anyhow::Result<()> {
         "duplicated": dup,
         "out_of_order": ooo,
         "deliveries_per_sec": deliveries_per_sec.round(),
-        "latency_us": {
-            "count": hist.len(),
-            "p50": hist.value_at_quantile(0.5),
-            "p90": hist.value_at_quantile(0.9),
-            "p99": hist.value_at_quantile(0.99),
-            "p999": hist.value_at_quantile(0.999),
-            "max": hist.max(),
-            "mean": hist.mean().round(),
-        },
+        "latency_us": stats::latency_json(&hist),
         // The same messages, to the kernel's receive time at the subscriber's socket.
-        "latency_socket_us": {
-            "count": sock_hist.len(),
-            "p50": sock_hist.value_at_quantile(0.5),
-            "p90": sock_hist.value_at_quantile(0.9),
-            "p99": sock_hist.value_at_quantile(0.99),
-            "p999": sock_hist.value_at_quantile(0.999),
-            "max": sock_hist.max(),
-            "mean": sock_hist.mean().round(),
-        },
-        "setup_ms": {
-            "p50": round1(setup_hist.value_at_quantile(0.5) as f64 / 1000.0),
-            "p99": round1(setup_hist.value_at_quantile(0.99) as f64 / 1000.0),
-            "max": round1(setup_hist.max() as f64 / 1000.0),
-        },
+        "latency_socket_us": stats::latency_json(&sock_hist),
+        "setup_ms": stats::setup_json(&setup_hist),
         "pings_answered": pings,
         "errors": errors,
-        "loadgen_cpu_secs": round3(cpu_secs()),
+        "loadgen_cpu_secs": round3(stats::cpu_secs()),
     });
     let _ = first_recv;
     println!("{out}");
