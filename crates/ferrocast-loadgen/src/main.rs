@@ -2,6 +2,8 @@
 //! client protocol v2, JSON or Protobuf) or nats-server (NATS protocol over WebSocket),
 //! publishes at a fixed rate through a chosen path, and prints one JSON line with delivery
 //! accounting (lost, duplicated, out of order) and end-to-end latency percentiles.
+//! Connections connect with nothing (`--insecure`), a signed token each (`--token-secret`)
+//! or connect data for the broker's connect proxy (`--connect-data`).
 //!
 //! Threads: `--threads` worker threads, each a single-threaded tokio runtime owning its
 //! connections and counters (no locks on the receive path); the main thread runs the
@@ -25,7 +27,7 @@ mod ws;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use config::{ChannelMode, Config, Encoding, Protocol, PublishPath, Target};
+use config::{Auth, ChannelMode, Config, Encoding, Protocol, PublishPath, Target};
 use hdrhistogram::Histogram;
 use stats::{ConnResult, Errors, Shared, ThreadStats, count};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -105,10 +107,20 @@ struct Args {
     /// The backend command stream key, for --publish redis.
     #[arg(long, default_value = "ferrocast:api")]
     redis_stream: String,
-    /// Connect without a token (the broker must run with client.insecure = true).
-    /// Token signing is not implemented yet, so this is required for Centrifugo.
+    /// Connect without a token and without data (the broker must run with
+    /// client.insecure = true). The Centrifugo protocol needs one of --insecure,
+    /// --token-secret and --connect-data.
     #[arg(long)]
     insecure: bool,
+    /// Connect with an HS256 connection token signed with this secret (the broker's
+    /// client.token.hmac_secret_key), one per connection, `sub` = bench-<i> (no expiry).
+    #[arg(long, conflicts_with_all = ["insecure", "connect_data"])]
+    token_secret: Option<String>,
+    /// Connect without a token, sending this JSON as the connect `data` (for the broker's
+    /// connect proxy, client.proxy.connect); `{n}` is replaced by the connection index,
+    /// e.g. '{"user":"bench-{n}"}'.
+    #[arg(long, conflicts_with = "insecure")]
+    connect_data: Option<String>,
     /// Only open and subscribe the connections and hold them for --duration seconds.
     #[arg(long)]
     idle: bool,
@@ -160,11 +172,27 @@ fn build_config(a: &Args) -> anyhow::Result<Config> {
     if a.protocol == Protocol::Nats && a.encoding != Encoding::Json {
         bail!("--encoding applies to --protocol centrifugo only (NATS has its text protocol)");
     }
-    if a.protocol == Protocol::Centrifugo && !a.insecure {
-        bail!(
-            "token signing is not implemented: run the broker with client.insecure = true and pass --insecure"
-        );
-    }
+    let auth = match (a.protocol, &a.token_secret, &a.connect_data) {
+        (Protocol::Nats, None, None) => Auth::Insecure,
+        (Protocol::Nats, _, _) => {
+            bail!("--token-secret and --connect-data apply to --protocol centrifugo only")
+        }
+        (Protocol::Centrifugo, Some(secret), _) => {
+            // One per subscriber and one for the --publish client publisher.
+            Auth::Tokens(config::sign_tokens(secret, a.connections + 1)?)
+        }
+        (Protocol::Centrifugo, None, Some(d)) => {
+            serde_json::from_str::<serde::de::IgnoredAny>(&config::connect_data(d, 0))
+                .with_context(|| format!("--connect-data {d:?} is not JSON"))?;
+            Auth::ConnectData(d.clone())
+        }
+        (Protocol::Centrifugo, None, None) if a.insecure => Auth::Insecure,
+        (Protocol::Centrifugo, None, None) => {
+            bail!(
+                "pass --insecure (broker with client.insecure = true), --token-secret or --connect-data"
+            )
+        }
+    };
     let mut targets = Vec::new();
     for u in &a.urls {
         let (addr, _) = loopback_addr(u, &["ws"])?;
@@ -208,6 +236,7 @@ fn build_config(a: &Args) -> anyhow::Result<Config> {
         http_inflight: a.http_inflight,
         redis_addr: a.redis_addr,
         redis_stream: a.redis_stream.clone(),
+        auth,
     })
 }
 
@@ -477,6 +506,7 @@ fn main() -> anyhow::Result<()> {
             Protocol::Centrifugo => Some(format!("{:?}", cfg.encoding).to_lowercase()),
             Protocol::Nats => None,
         },
+        "auth": cfg.auth.label(),
         "publish": if args.idle { "none".to_string() } else { format!("{:?}", cfg.publish).to_lowercase() },
         "channels_mode": mode,
         "channels": cfg.channels.len(),
