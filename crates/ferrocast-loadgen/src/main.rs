@@ -1,9 +1,11 @@
 //! `ferrocast-loadgen`: opens many WebSocket subscribers against ferrocast (Centrifugo
 //! client protocol v2, JSON or Protobuf) or nats-server (NATS protocol over WebSocket),
 //! publishes at a fixed rate through a chosen path, and prints one JSON line with delivery
-//! accounting (lost, duplicated, out of order) and end-to-end latency percentiles.
-//! Connections connect with nothing (`--insecure`), a signed token each (`--token-secret`)
-//! or connect data for the broker's connect proxy (`--connect-data`).
+//! accounting (lost, duplicated, out of order) and end-to-end latency percentiles. With
+//! `--rpc` the connections send `rpc` commands at a fixed rate instead and the line has the
+//! calls' latency ([`rpc`]). Connections connect with nothing (`--insecure`), a signed
+//! token each (`--token-secret`) or connect data for the broker's connect proxy
+//! (`--connect-data`).
 //!
 //! Threads: `--threads` worker threads, each a single-threaded tokio runtime owning its
 //! connections and counters (no locks on the receive path); the main thread runs the
@@ -19,6 +21,7 @@ mod protobuf;
 mod publish;
 mod redis;
 mod replies;
+mod rpc;
 mod scan;
 mod stamped;
 mod stats;
@@ -121,6 +124,20 @@ struct Args {
     /// e.g. '{"user":"bench-{n}"}'.
     #[arg(long, conflicts_with = "insecure")]
     connect_data: Option<String>,
+    /// RPC mode: the connections only connect (no subscription), then send `rpc` commands
+    /// (method --rpc-method, data: a JSON payload of --payload-size bytes) at --rate calls
+    /// per second in total for --duration seconds, call g on connection g % connections
+    /// at g / rate seconds, whether or not earlier calls were answered; prints the latency
+    /// from sending each call to reading its reply.
+    #[arg(long, conflicts_with = "idle")]
+    rpc: bool,
+    /// Method of the `rpc` commands (--rpc).
+    #[arg(long, default_value = "echo")]
+    rpc_method: String,
+    /// Seconds after which an unanswered call counts as timed out (--rpc; a later reply
+    /// counts as a timeout too). The run waits at most this long for the last replies.
+    #[arg(long, default_value_t = 5.0)]
+    call_timeout: f64,
     /// Only open and subscribe the connections and hold them for --duration seconds.
     #[arg(long)]
     idle: bool,
@@ -193,6 +210,9 @@ fn build_config(a: &Args) -> anyhow::Result<Config> {
             )
         }
     };
+    if a.rpc && a.protocol == Protocol::Nats {
+        bail!("--rpc applies to --protocol centrifugo only");
+    }
     let mut targets = Vec::new();
     for u in &a.urls {
         let (addr, _) = loopback_addr(u, &["ws"])?;
@@ -316,6 +336,19 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let cfg = Arc::new(build_config(&args)?);
     scan::init_clock();
+    if args.rpc {
+        let opts = rpc::Options {
+            method: args.rpc_method.clone(),
+            rate: args.rate,
+            duration: Duration::from_secs_f64(args.duration.max(0.0)),
+            call_timeout: Duration::from_secs_f64(args.call_timeout.max(0.001)),
+            threads: args.threads.clamp(1, 64),
+        };
+        let mut out = rpc::run(cfg, &opts)?;
+        out["label"] = serde_json::json!(args.label);
+        println!("{out}");
+        return Ok(());
+    }
     let shared = Shared::new(cfg.channels.len());
     let (stop_tx, stop_rx) = watch::channel(false);
 

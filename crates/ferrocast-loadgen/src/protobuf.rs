@@ -16,13 +16,18 @@ const COMMAND_CONNECT: u32 = 4;
 const COMMAND_SUBSCRIBE: u32 = 5;
 /// `Command.publish` (`PublishRequest`).
 const COMMAND_PUBLISH: u32 = 7;
+/// `Command.rpc` (`RPCRequest`).
+const COMMAND_RPC: u32 = 13;
 /// `ConnectRequest.token` (string).
 const CONNECT_TOKEN: u32 = 1;
 /// `ConnectRequest.data` (bytes).
 const CONNECT_DATA: u32 = 2;
 /// `ConnectRequest.name` (string).
 const CONNECT_NAME: u32 = 4;
-
+/// `RPCRequest.data` (bytes).
+const RPC_DATA: u32 = 1;
+/// `RPCRequest.method` (string).
+const RPC_METHOD: u32 = 2;
 /// `SubscribeRequest.channel` (string).
 const SUBSCRIBE_CHANNEL: u32 = 1;
 /// `PublishRequest.channel` (string).
@@ -178,6 +183,16 @@ pub fn put_publish(out: &mut Vec<u8>, id: u32, channel: &str, data: &[u8]) {
         id,
         COMMAND_PUBLISH,
         &[(PUBLISH_CHANNEL, channel.as_bytes()), (PUBLISH_DATA, data)],
+    );
+}
+
+/// Appends the record of `Command { id, rpc: { data, method } }`.
+pub fn put_rpc(out: &mut Vec<u8>, id: u32, method: &str, data: &[u8]) {
+    put_command(
+        out,
+        id,
+        COMMAND_RPC,
+        &[(RPC_DATA, data), (RPC_METHOD, method.as_bytes())],
     );
 }
 

@@ -69,6 +69,14 @@ impl Codec for JsonCodec {
         out.extend_from_slice(b"}}");
     }
 
+    fn rpc(out: &mut Vec<u8>, id: u32, method: &str, data: &[u8]) {
+        let _ = write!(out, "{{\"id\":{id},\"rpc\":{{\"method\":");
+        let _ = serde_json::to_writer(&mut *out, method);
+        out.extend_from_slice(b",\"data\":");
+        out.extend_from_slice(data);
+        out.extend_from_slice(b"}}");
+    }
+
     fn separate(out: &mut Vec<u8>) {
         out.push(b'\n');
     }
@@ -156,6 +164,9 @@ mod tests {
             out,
             br#"{"id":1,"connect":{"token":"t.k","data":{"user":"u1"},"name":"n"}}"#
         );
+        out.clear();
+        JsonCodec::rpc(&mut out, 4, "echo", br#"{"a":1}"#);
+        assert_eq!(out, br#"{"id":4,"rpc":{"method":"echo","data":{"a":1}}}"#);
         out.clear();
         JsonCodec::publish(&mut out, 3, "b:c", 7, 0, &mut Vec::new());
         let head = br#"{"id":3,"publish":{"channel":"b:c","data":{"seq":7,"ts":"#;

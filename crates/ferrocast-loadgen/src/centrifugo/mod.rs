@@ -65,6 +65,9 @@ pub trait Codec {
         scratch: &mut Vec<u8>,
     );
 
+    /// Appends an `rpc` command calling `method` with `data` (JSON text).
+    fn rpc(out: &mut Vec<u8>, id: u32, method: &str, data: &[u8]);
+
     /// Appends what separates two commands in one frame.
     fn separate(out: &mut Vec<u8>);
 
@@ -94,7 +97,7 @@ fn close_label(prefix: &str, m: Option<&CloseFrame>) -> String {
 }
 
 /// Sends the answers to `n` server pings.
-async fn pong<C: Codec>(ws: &mut Ws, n: usize) -> Result<(), String> {
+pub async fn pong<C: Codec>(ws: &mut Ws, n: usize) -> Result<(), String> {
     let mut out = Vec::with_capacity(n * 3);
     C::pongs(&mut out, n);
     ws.send(C::message(out)?)
@@ -103,7 +106,7 @@ async fn pong<C: Codec>(ws: &mut Ws, n: usize) -> Result<(), String> {
 }
 
 /// Sends `first` and reads replies until every id in `want` answered without error.
-async fn handshake<C: Codec>(
+pub async fn handshake<C: Codec>(
     ws: &mut Ws,
     first: Vec<u8>,
     want: &[(u32, &str)],

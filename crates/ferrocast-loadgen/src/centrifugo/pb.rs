@@ -38,6 +38,11 @@ impl Codec for ProtobufCodec {
         protobuf::put_publish(out, id, channel, scratch);
     }
 
+    /// The data go as their JSON text's bytes.
+    fn rpc(out: &mut Vec<u8>, id: u32, method: &str, data: &[u8]) {
+        protobuf::put_rpc(out, id, method, data);
+    }
+
     /// Records need no separator.
     fn separate(_out: &mut Vec<u8>) {}
 

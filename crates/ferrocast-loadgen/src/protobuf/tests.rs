@@ -54,6 +54,19 @@ fn connect_command_bytes() {
 }
 
 #[test]
+fn rpc_command_bytes() {
+    let mut out = Vec::new();
+    put_rpc(&mut out, 4, "m", b"{}");
+    // len 11 | id 4 | rpc key 13/len, 7 bytes | data key 1 "{}" | method key 2 "m"
+    assert_eq!(
+        out,
+        [
+            0x0b, 0x08, 0x04, 0x6a, 0x07, 0x0a, 0x02, b'{', b'}', 0x12, 0x01, b'm'
+        ]
+    );
+}
+
+#[test]
 fn subscribe_command_bytes() {
     let mut out = Vec::new();
     put_subscribe(&mut out, 2, "news");
