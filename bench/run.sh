@@ -226,7 +226,7 @@ stop_backend() {
     AUX_PIDS=()
 }
 
-backend_stats() { # -> {"connect":N,"rpc":M,"bad":K} of proxy-backend, {} without one
+backend_stats() { # -> {"connect":N,"rpc":M,"bad":K,"connections":C} of proxy-backend, {} without one
     if [ -n "$BACKEND_ADDR" ]; then
         curl -fs --max-time 2 "http://$BACKEND_ADDR/stats" || echo '{}'
     else
@@ -300,7 +300,8 @@ run_lg() {
             'BEGIN {printf "%.0f", c / (b - a)}')" --argjson s0 "$s0" --argjson s1 "$s1" \
             --argjson bs "$((b1 - b0))" \
             '. + {backend_cpu_pct: $b, backend_cpu_secs: ($bs / 100), backend_calls: {connect: (($s1.connect // 0) - ($s0.connect // 0)),
-                  rpc: (($s1.rpc // 0) - ($s0.rpc // 0)), bad: (($s1.bad // 0) - ($s0.bad // 0))}}')
+                  rpc: (($s1.rpc // 0) - ($s0.rpc // 0)), bad: (($s1.bad // 0) - ($s0.bad // 0)),
+                  connections: (($s1.connections // 0) - ($s0.connections // 0))}}')
     fi
     json=$(echo "$json" | jq -c --arg w "$w" --argjson cpu "$cpu" --argjson rss "$rss" \
         --argjson other "$other" --arg load "$(cut -d' ' -f1-3 /proc/loadavg)" \
@@ -722,7 +723,7 @@ errs='((.errors // {}) | to_entries | map("\(.key)=\(.value)") | join(" ") | if 
         esac
         jq -rs --arg w "$w" --arg d "$d" 'map(select(.workload == $w)) | select(length > 0) |
             def each(f): map(f | tostring) | join(" / ");
-            "| \($d), \(.[0].connections) clients at once, \(length) runs | subscribed \(each(.subscribed)) after **\(each(.connect_secs)) s**; setup p50 \(each(.setup_ms.p50)) ms, p99 \(each(.setup_ms.p99)) ms; broker CPU \(each(.server_cpu_secs)) s (\(each((.server_cpu_secs * 1e6 / .connections) | round)) µs per connection)\(if $w == "W5p" then "; backend answered \(each(.backend_calls.connect // 0)) connect calls" else "" end); SYNs dropped (accept queue full) \(each(.listen_overflows // 0)); errors: \(each((.errors // {}) | to_entries | map("\(.key)=\(.value)") | join(" ") | if . == "" then "none" else . end)) |"' "$RESULTS"
+            "| \($d), \(.[0].connections) clients at once, \(length) runs | subscribed \(each(.subscribed)) after **\(each(.connect_secs)) s**; setup p50 \(each(.setup_ms.p50)) ms, p99 \(each(.setup_ms.p99)) ms; broker CPU \(each(.server_cpu_secs)) s (\(each((.server_cpu_secs * 1e6 / .connections) | round)) µs per connection)\(if $w == "W5p" then "; backend answered \(each(.backend_calls.connect // 0)) connect calls on \(each(.backend_calls.connections // 0)) TCP connections" else "" end); SYNs dropped (accept queue full) \(each(.listen_overflows // 0)); errors: \(each((.errors // {}) | to_entries | map("\(.key)=\(.value)") | join(" ") | if . == "" then "none" else . end)) |"' "$RESULTS"
     done
     jq -r "select(.workload == \"W6\") | \"| W6 RPC through the rpc proxy, \(.connections) connections, \(.target_rate) calls/s | achieved \(.call_rate) calls/s (\(.ok) of \(.calls) answered, \(.failed) errors, \(.timeouts) timeouts), p50 \(.latency_us.p50 / 1000) ms, p99 \(.latency_us.p99 / 1000) ms, p99.9 \(.latency_us.p999 / 1000) ms |\"" "$RESULTS"
     echo
@@ -805,17 +806,18 @@ errs='((.errors // {}) | to_entries | map("\(.key)=\(.value)") | join(" ") | if 
         echo "were answered; latency from writing the call to reading its reply (socket: to the kernel's"
         echo "receive timestamp of the reply). ${STEP_SECS} s per rate. The broker is on core 0; the load"
         echo "generator and \`proxy-backend\` share core 1 (\"backend CPU %\" is of that core). \"broker CPU µs per"
-        echo "call\" is the broker's CPU time over the whole run (its 100 connects included) per call answered."
+        echo "call\" is the broker's CPU time over the whole run (its 100 connects included) per call answered;"
+        echo "\"backend connections\": TCP connections the node's HTTP client opened to \`proxy-backend\` meanwhile."
         echo
-        echo "| calls/s | achieved calls/s | sent | ok | errors | timeouts | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | socket p99 ms | send lag p99 ms | broker CPU % | broker CPU µs per call | backend CPU % | loadgen CPU s | other CPU % | error kinds |"
-        echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        echo "| calls/s | achieved calls/s | sent | ok | errors | timeouts | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | socket p99 ms | send lag p99 ms | broker CPU % | broker CPU µs per call | backend CPU % | backend connections | loadgen CPU s | other CPU % | error kinds |"
+        echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
         jq -r 'select(.workload == "W6") | [
             .target_rate, .call_rate, .sent, .ok, .failed, .timeouts,
             (.latency_us.p50 / 1000), (.latency_us.p90 / 1000), (.latency_us.p99 / 1000),
             (.latency_us.p999 / 1000), (.latency_us.max / 1000), ((.latency_socket_us.p99 // 0) / 1000),
             ((.send_lag_us.p99 // 0) / 1000), .server_cpu_pct,
             (if .ok > 0 then (.server_cpu_secs * 1e6 / .ok | round) else "-" end),
-            .backend_cpu_pct, .loadgen_cpu_secs, .other_cpu_pct,
+            .backend_cpu_pct, (.backend_calls.connections // "-"), .loadgen_cpu_secs, .other_cpu_pct,
             ((.errors // {}) | to_entries | map("\(.key)=\(.value)") | join(" ") | if . == "" then "-" else . end)
           ] | map(if type == "number" then (. * 1000 | round / 1000 | tostring) else . end) | "| " + join(" | ") + " |"' "$RESULTS"
         echo

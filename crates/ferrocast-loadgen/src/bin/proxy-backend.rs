@@ -8,8 +8,9 @@
 //!   counting the connect calls) when the connect `data` has no string `user`;
 //! - `POST /centrifugo/rpc`: `{"result":{"data": <the request's data>}}` (an echo;
 //!   `b64data` is echoed as `b64data`);
-//! - `GET /stats`: `{"connect": N, "rpc": M, "bad": K}`, the calls answered so far and the
-//!   requests refused (not JSON, too large, unknown path or method).
+//! - `GET /stats`: `{"connect": N, "rpc": M, "bad": K, "connections": C}`, the calls
+//!   answered so far, the requests refused (not JSON, too large, unknown path or method) and
+//!   the TCP connections accepted (the broker's HTTP client opens one per call in flight).
 //!
 //! Usage: `proxy-backend [--port P] [--threads T]` (port 0: any free one). It prints
 //! `LISTENING <port>` on stdout once it accepts connections, runs until SIGTERM or SIGINT,
@@ -51,6 +52,7 @@ struct Counters {
     connect: AtomicU64,
     rpc: AtomicU64,
     bad: AtomicU64,
+    connections: AtomicU64,
 }
 
 #[derive(Deserialize)]
@@ -118,6 +120,7 @@ async fn handle(
                 "connect": c.connect.load(Ordering::Relaxed),
                 "rpc": c.rpc.load(Ordering::Relaxed),
                 "bad": c.bad.load(Ordering::Relaxed),
+                "connections": c.connections.load(Ordering::Relaxed),
             });
             Ok(json(StatusCode::OK, body.to_string().into_bytes()))
         }
@@ -161,6 +164,7 @@ async fn serve(port: u16) -> anyhow::Result<()> {
             a = listener.accept() => {
                 let Ok((stream, _)) = a else { continue };
                 let _ = stream.set_nodelay(true);
+                counters.connections.fetch_add(1, Ordering::Relaxed);
                 let c = counters.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| handle(req, c.clone()));
@@ -175,10 +179,11 @@ async fn serve(port: u16) -> anyhow::Result<()> {
         }
     }
     eprintln!(
-        "proxy-backend: connect {} rpc {} bad {}",
+        "proxy-backend: connect {} rpc {} bad {} connections {}",
         counters.connect.load(Ordering::Relaxed),
         counters.rpc.load(Ordering::Relaxed),
-        counters.bad.load(Ordering::Relaxed)
+        counters.bad.load(Ordering::Relaxed),
+        counters.connections.load(Ordering::Relaxed)
     );
     Ok(())
 }
