@@ -120,7 +120,7 @@ wait_http() { # url
 cpu_ticks() { # pid... -> summed utime+stime (clock ticks)
     local t=0 pid f
     for pid in "$@"; do
-        if [ -r "/proc/$pid/stat" ]; then
+        if [ -n "$pid" ] && [ -r "/proc/$pid/stat" ]; then
             f=$(sed 's/.*) //' "/proc/$pid/stat")
             t=$((t + $(echo "$f" | awk '{print $12 + $13}')))
         fi
