@@ -609,7 +609,7 @@ if want W5j || want W5p || want W6; then
         if want W5p; then
             start_ferrocast
             log "W5p ($run/$STORM_RUNS): 10,000 clients connecting at once through the connect proxy"
-            json=$(measure W5p --connect-data '{"user":"bench-{n}"}' --idle --connections 10000 \
+            json=$(measure W5p --connect-data '{"user":"bench-{i}"}' --idle --connections 10000 \
                 --connect-rate 0 --channels shared --duration 2 --connect-timeout 30)
             log "W5p: $(echo "$json" | jq -c '{subscribed, connect_secs, setup_ms, errors, server_cpu_secs, backend_cpu_secs, backend_calls, listen_overflows}')"
             stop_servers

@@ -239,7 +239,7 @@ async fn every_client_connects_through_the_connect_proxy_or_with_its_token() {
     let mut proxied = 0;
     for encoding in ["json", "protobuf"] {
         // Without a token: one connect hook call per client.
-        let data = r#"{"user":"lg-{n}"}"#;
+        let data = r#"{"user":"lg-{i}"}"#;
         let r = run_loadgen(&node, &storm_args(&["--connect-data", data], encoding)).await;
         assert_eq!(r["auth"], "proxy", "{r}");
         assert_eq!(r["encoding"], json!(encoding), "{r}");

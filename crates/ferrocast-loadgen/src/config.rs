@@ -55,7 +55,7 @@ pub enum Auth {
     /// index `connections` is the `--publish client` publisher's.
     Tokens(Vec<String>),
     /// No token, connect `data` for the broker's connect proxy (`--connect-data`): JSON
-    /// text in which `{n}` stands for the connection index.
+    /// text in which `{i}` stands for the connection index.
     ConnectData(String),
 }
 
@@ -92,9 +92,9 @@ pub fn sign_tokens(secret: &str, n: usize) -> anyhow::Result<Vec<String>> {
         .collect()
 }
 
-/// Connect data for connection `i`: `template` with `{n}` replaced by `i`.
+/// Connect data for connection `i`: `template` with `{i}` replaced by `i`.
 pub fn connect_data(template: &str, i: usize) -> String {
-    template.replace("{n}", &i.to_string())
+    template.replace("{i}", &i.to_string())
 }
 
 /// One WebSocket endpoint.
@@ -176,7 +176,7 @@ mod tests {
 
     #[test]
     fn connect_data_numbers_each_connection() {
-        assert_eq!(connect_data(r#"{"user":"u{n}"}"#, 7), r#"{"user":"u7"}"#);
+        assert_eq!(connect_data(r#"{"user":"u{i}"}"#, 7), r#"{"user":"u7"}"#);
         assert_eq!(connect_data(r#"{"a":1}"#, 7), r#"{"a":1}"#);
     }
 

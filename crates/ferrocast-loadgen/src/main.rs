@@ -120,8 +120,8 @@ struct Args {
     #[arg(long, conflicts_with_all = ["insecure", "connect_data"])]
     token_secret: Option<String>,
     /// Connect without a token, sending this JSON as the connect `data` (for the broker's
-    /// connect proxy, client.proxy.connect); `{n}` is replaced by the connection index,
-    /// e.g. '{"user":"bench-{n}"}'.
+    /// connect proxy, client.proxy.connect); `{i}` is replaced by the connection index,
+    /// e.g. '{"user":"bench-{i}"}'.
     #[arg(long, conflicts_with = "insecure")]
     connect_data: Option<String>,
     /// RPC mode: the connections only connect (no subscription), then send `rpc` commands
