@@ -4,14 +4,16 @@
 #   bench/run.sh                 # everything (~12-17 min on 2 cores, after the build)
 #   QUICK=1 bench/run.sh         # shorter steps, for trying the script
 #   PIN=0 ONLY=W2 bench/run.sh   # without pinning the broker and the load generator to cores
-#   ONLY="W1 W4" bench/run.sh    # a subset (W0 W1 W1p W1c W1n W1f W2 W3 W4 W4p W4b W5);
+#   ONLY="W1 W4" bench/run.sh    # a subset (W0 W1 W1p W1c W1n W1f W2 W3 W4 W4p W4b W5 W5j
+#                                # W5p W6);
 #                                # BENCHMARKS.md is only rewritten by a full run (else
 #                                # bench/results/partial.md)
 #   CARGO_TARGET_DIR=... bench/run.sh  # binaries built and run from that target directory
 #
 # Every process is started by this script on free 127.0.0.1 ports and stopped by pid at
 # the end (trap). The broker is pinned to core 0 and the load generator to core 1 when
-# `taskset` exists and there are at least 2 cores.
+# `taskset` exists and there are at least 2 cores; `proxy-backend` (W5j/W5p/W6) shares the
+# load generator's core.
 #
 # Workloads, scaled for a 2-core machine (one core for the broker, one for the client):
 #   W0  baseline: 1 subscriber, 100 msg/s (ferrocast and nats-server): the latency floor.
@@ -31,13 +33,23 @@
 #       (W4n: the same against nats-server). W4p: the same with Protobuf connections.
 #   W4b memory kept after a burst: 2,000 idle subscribers, RSS before/after 4 s at 3,000 msg/s,
 #       and 5 s after they all disconnected.
-#   W5  connection storm: 10,000 clients connecting at once, time until all subscribed.
+#   W5  connection storm: 10,000 clients connecting at once, time until all subscribed
+#       (insecure client mode: no token).
+#   W5j the same storm with an HS256 connection token per client (`--token-secret`) on a node
+#       that is not insecure and has the proxies configured (bench/ferrocast-proxy-bench.toml).
+#   W5p the same storm without tokens through the connect proxy: every connect is one POST to
+#       `proxy-backend` (crates/ferrocast-loadgen/src/bin/proxy-backend.rs), on the same node
+#       configuration as W5j; W5j against W5p is what the connect proxy costs over JWT connect.
+#       Both run STORM_RUNS times (3), alternating, each on a fresh node.
+#   W6  RPC through the rpc proxy to `proxy-backend` (an echo): 100 connections (token), fixed
+#       rates of 1,000 to 20,000 calls/s for a step each; latency from sending a call to
+#       reading its reply.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 QUICK=${QUICK:-0}
-ALL="W0 W1 W1p W1c W1n W1f W2 W3 W4 W4p W4b W5"
+ALL="W0 W1 W1p W1c W1n W1f W2 W3 W4 W4p W4b W5 W5j W5p W6"
 ONLY=${ONLY:-$ALL}
 WORK=$(mktemp -d /tmp/ferrocast-bench.XXXXXX)
 RESULTS=$WORK/results.jsonl
@@ -81,6 +93,7 @@ CARGO_TARGET_DIR=$TARGET_DIR cargo build --release -p ferrocast-server -p ferroc
 FC=$TARGET_DIR/release/ferrocast
 LG=$TARGET_DIR/release/ferrocast-loadgen
 FLOOR=$TARGET_DIR/release/fanout-floor
+BACKEND=$TARGET_DIR/release/proxy-backend
 
 NPROC=$(nproc)
 SRV_PIN=()
@@ -107,7 +120,7 @@ wait_http() { # url
 cpu_ticks() { # pid... -> summed utime+stime (clock ticks)
     local t=0 pid f
     for pid in "$@"; do
-        if [ -r "/proc/$pid/stat" ]; then
+        if [ -n "$pid" ] && [ -r "/proc/$pid/stat" ]; then
             f=$(sed 's/.*) //' "/proc/$pid/stat")
             t=$((t + $(echo "$f" | awk '{print $12 + $13}')))
         fi
@@ -117,15 +130,26 @@ cpu_ticks() { # pid... -> summed utime+stime (clock ticks)
 
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
+# The kernel's TcpExt ListenOverflows counter: connection attempts dropped because a listen
+# socket's accept queue was full (the client retries its SYN after 1 s, then 3 s).
+listen_overflows() {
+    awk '/^TcpExt:/ { if (!h) { for (i = 2; i <= NF; i++) if ($i == "ListenOverflows") c = i; h = 1 }
+        else { print (c ? $c : 0) + 0; exit } }' /proc/net/netstat 2>/dev/null || echo 0
+}
+
 # --- servers ---------------------------------------------------------------------------
 SRV_PIDS=()
 SRV_URLS=()
 API_URL=""
+# The broker's configuration (the proxy workloads use another one).
+SRV_CONFIG=$ROOT/bench/ferrocast-bench.toml
+# Processes whose CPU is measured apart from the broker's ("backend CPU %"): proxy-backend.
+AUX_PIDS=()
 
 start_ferrocast() { # [extra serve args...]
     local port pid
     port=$(free_port)
-    "${SRV_PIN[@]}" "$FC" serve --config "$ROOT/bench/ferrocast-bench.toml" --port "$port" \
+    "${SRV_PIN[@]}" "$FC" serve --config "$SRV_CONFIG" --port "$port" \
         --name "bench-$port" "$@" >"$WORK/ferrocast-$port.log" 2>&1 &
     pid=$!
     PIDS+=("$pid")
@@ -180,6 +204,36 @@ start_floor() {
     wait_tcp "$port" fanout-floor
 }
 
+# proxy-backend: the application backend of the proxy hooks (connect, rpc), on the load
+# generator's core; BACKEND_ADDR is its host:port.
+BACKEND_PID=""
+BACKEND_ADDR=""
+start_backend() {
+    local port
+    port=$(free_port)
+    "${LG_PIN[@]}" "$BACKEND" --port "$port" >"$WORK/backend.out" 2>>"$WORK/backend.log" &
+    BACKEND_PID=$!
+    PIDS+=("$BACKEND_PID")
+    AUX_PIDS=("$BACKEND_PID")
+    BACKEND_ADDR="127.0.0.1:$port"
+    wait_tcp "$port" proxy-backend
+}
+
+stop_backend() {
+    [ -n "$BACKEND_PID" ] && stop_pid "$BACKEND_PID" 5
+    BACKEND_PID=""
+    BACKEND_ADDR=""
+    AUX_PIDS=()
+}
+
+backend_stats() { # -> {"connect":N,"rpc":M,"bad":K,"connections":C} of proxy-backend, {} without one
+    if [ -n "$BACKEND_ADDR" ]; then
+        curl -fs --max-time 2 "http://$BACKEND_ADDR/stats" || echo '{}'
+    else
+        echo '{}'
+    fi
+}
+
 REDIS_PID=""
 start_redis() {
     local port
@@ -201,19 +255,26 @@ total_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/st
 
 # --- one load generator run ---------------------------------------------------------------
 # run_lg WORKLOAD [loadgen args...]: prints the load generator's JSON line plus the broker's
-# CPU and RSS and the CPU used by other processes of the machine meanwhile.
+# CPU and RSS, the CPU used by other processes of the machine meanwhile (with proxy-backend
+# running: its CPU and the hook calls it answered, apart) and the kernel's listen overflows.
 run_lg() {
     local w=$1
     shift
-    local urls t0 t1 c0 c1 a0 a1 json cpu other rss pid
+    local urls t0 t1 c0 c1 a0 a1 b0 b1 s0 s1 l0 l1 json cpu other rss pid
     urls=$(IFS=,; echo "${SRV_URLS[*]}")
+    s0=$(backend_stats)
+    l0=$(listen_overflows)
     c0=$(cpu_ticks "${SRV_PIDS[@]}")
+    b0=$(cpu_ticks "${AUX_PIDS[@]:-}")
     a0=$(total_ticks)
     t0=$(date +%s.%N)
     json=$("${LG_PIN[@]}" "$LG" --url "$urls" --label "$w" "$@" 2>>"$WORK/loadgen.log" || true)
     t1=$(date +%s.%N)
     c1=$(cpu_ticks "${SRV_PIDS[@]}")
+    b1=$(cpu_ticks "${AUX_PIDS[@]:-}")
     a1=$(total_ticks)
+    l1=$(listen_overflows)
+    s1=$(backend_stats)
     rss=0
     for pid in "${SRV_PIDS[@]}"; do rss=$((rss + $(rss_kb "$pid" || echo 0))); done
     if [ -z "$json" ]; then
@@ -232,11 +293,21 @@ run_lg() {
             --argjson c "${max:-null}" '. + {floor_broadcast_us: {p50: $a, p99: $b, max: $c}}')
     fi
     cpu=$(awk -v c="$((c1 - c0))" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f", c / (b - a)}')
-    other=$(echo "$json" | jq -r .loadgen_cpu_secs | awk -v all="$((a1 - a0))" -v srv="$((c1 - c0))" \
+    other=$(echo "$json" | jq -r .loadgen_cpu_secs | awk -v all="$((a1 - a0))" -v srv="$((c1 - c0 + b1 - b0))" \
         -v a="$t0" -v b="$t1" '{o = (all - srv - $1 * 100) / (b - a); if (o < 0) o = 0; printf "%.0f", o}')
+    if [ -n "$BACKEND_PID" ]; then
+        json=$(echo "$json" | jq -c --argjson b "$(awk -v c="$((b1 - b0))" -v a="$t0" -v b="$t1" \
+            'BEGIN {printf "%.0f", c / (b - a)}')" --argjson s0 "$s0" --argjson s1 "$s1" \
+            --argjson bs "$((b1 - b0))" \
+            '. + {backend_cpu_pct: $b, backend_cpu_secs: ($bs / 100), backend_calls: {connect: (($s1.connect // 0) - ($s0.connect // 0)),
+                  rpc: (($s1.rpc // 0) - ($s0.rpc // 0)), bad: (($s1.bad // 0) - ($s0.bad // 0)),
+                  connections: (($s1.connections // 0) - ($s0.connections // 0))}}')
+    fi
     json=$(echo "$json" | jq -c --arg w "$w" --argjson cpu "$cpu" --argjson rss "$rss" \
         --argjson other "$other" --arg load "$(cut -d' ' -f1-3 /proc/loadavg)" \
-        '. + {workload: $w, server_cpu_pct: $cpu, server_rss_kb: $rss, other_cpu_pct: $other, loadavg: $load}')
+        --argjson secs "$((c1 - c0))" --argjson lo "$((l1 - l0))" \
+        '. + {workload: $w, server_cpu_pct: $cpu, server_cpu_secs: ($secs / 100), server_rss_kb: $rss,
+              other_cpu_pct: $other, loadavg: $load, listen_overflows: $lo}')
     echo "$json"
 }
 
@@ -517,6 +588,48 @@ if want W5; then
     stop_servers
 fi
 
+# W5j, W5p and W6: one node configuration (not insecure: HS256 tokens, connect and rpc
+# proxies to proxy-backend), a fresh node per workload, the backend kept for all three.
+# A storm's time to all subscribed moves in steps of about 1 s when the kernel drops SYNs
+# (listen_overflows): W5j and W5p alternate, STORM_RUNS times each.
+if [ "$QUICK" = 1 ]; then W6_RATES="1000 5000"; STORM_RUNS=1; else W6_RATES="1000 5000 10000 20000"; STORM_RUNS=${STORM_RUNS:-3}; fi
+if want W5j || want W5p || want W6; then
+    start_backend
+    sed "s/@BACKEND@/$BACKEND_ADDR/g" "$ROOT/bench/ferrocast-proxy-bench.toml" >"$WORK/ferrocast-proxy.toml"
+    SRV_CONFIG=$WORK/ferrocast-proxy.toml
+    for ((run = 1; run <= STORM_RUNS; run++)); do
+        if want W5j; then
+            start_ferrocast
+            log "W5j ($run/$STORM_RUNS): 10,000 clients connecting at once with connection tokens (JWT)"
+            json=$(measure W5j --token-secret bench-token-secret --idle --connections 10000 \
+                --connect-rate 0 --channels shared --duration 2 --connect-timeout 30)
+            log "W5j: $(echo "$json" | jq -c '{subscribed, connect_secs, setup_ms, errors, server_cpu_secs, listen_overflows}')"
+            stop_servers
+        fi
+        if want W5p; then
+            start_ferrocast
+            log "W5p ($run/$STORM_RUNS): 10,000 clients connecting at once through the connect proxy"
+            json=$(measure W5p --connect-data '{"user":"bench-{i}"}' --idle --connections 10000 \
+                --connect-rate 0 --channels shared --duration 2 --connect-timeout 30)
+            log "W5p: $(echo "$json" | jq -c '{subscribed, connect_secs, setup_ms, errors, server_cpu_secs, backend_cpu_secs, backend_calls, listen_overflows}')"
+            stop_servers
+        fi
+    done
+    if want W6; then
+        start_ferrocast
+        for rate in $W6_RATES; do
+            log "W6: rpc through the rpc proxy, 100 connections, $rate calls/s"
+            json=$(measure W6 --token-secret bench-token-secret --rpc --rpc-method echo \
+                --connections 100 --connect-rate 1000 --rate "$rate" --duration "$STEP_SECS" \
+                --payload-size 128 --call-timeout 5)
+            log "W6: $(echo "$json" | jq -c '{sent, ok, failed, timeouts, call_rate, p50: .latency_us.p50, p99: .latency_us.p99, p999: .latency_us.p999, errors, server_cpu_pct, backend_cpu_pct}')"
+        done
+        stop_servers
+    fi
+    SRV_CONFIG=$ROOT/bench/ferrocast-bench.toml
+    stop_backend
+fi
+
 # --- report ---------------------------------------------------------------------------------
 CPU_MODEL=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 MEM=$(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)
@@ -563,6 +676,8 @@ errs='((.errors // {}) | to_entries | map("\(.key)=\(.value)") | join(" ") | if 
     echo "- Pinning: broker on core 0, load generator on core 1 (\`taskset\`): ${SRV_PIN[*]:-none} / ${LG_PIN[*]:-none}"
     echo "- Broker config: \`bench/ferrocast-bench.toml\` (insecure client mode, no command rate limit, default 1 MiB"
     echo "  outbound queue, no history/presence); nats-server $NATS_V with \`bench/nats-bench.conf\`."
+    echo "  W5j/W5p/W6: \`bench/ferrocast-proxy-bench.toml\` (the same without insecure mode: HS256 tokens, the connect"
+    echo "  and rpc proxies to \`proxy-backend\` on core 1, proxy defaults)."
     echo "  Payload: 128-byte JSON \`{\"seq\",\"ts\",\"pad\"}\` (in W1p/W4p the same bytes as Protobuf \`bytes\`)."
     echo "- Latency: publisher send time to subscriber receive time in the same load generator process (one clock),"
     echo "  including the load generator's own queuing; \"socket\" columns: to the kernel's receive timestamp at the"
@@ -601,6 +716,16 @@ errs='((.errors // {}) | to_entries | map("\(.key)=\(.value)") | join(" ") | if 
     jq -r 'select(.workload == "W4" or .workload == "W4p" or .workload == "W4n") | "| \(.workload) idle memory, \(if .protocol == "centrifugo" then "ferrocast" else .protocol end)\(if .encoding == "protobuf" then " (Protobuf)" else "" end), \(.subscribed) connections (one channel each) | RSS \(.server_rss_before_kb) KB -> \(.server_rss_after_kb) KB: **\(.kb_per_connection) KB per connection** |"' "$RESULTS"
     jq -r 'select(.workload == "W4b") | "| W4b memory kept after a burst, 2,000 idle subscribers | RSS \(.rss_idle_kb) KB idle -> \(.rss_after_burst_kb) KB after \(.burst_published) msgs at 3,000 msg/s (still connected: +\(.retained_kb_per_connection) KB per connection) -> \(.rss_after_activity_kb) KB after 5 health checks (**+\(.kept_kb_per_connection) KB per connection**) -> \(.rss_after_disconnect_kb) KB after all disconnected |"' "$RESULTS"
     jq -r "select(.workload == \"W5\") | \"| W5 storm, \(.connections) clients at once | \(.subscribed) subscribed after \(.connect_secs) s (setup p50 \(.setup_ms.p50) ms, p99 \(.setup_ms.p99) ms, max \(.setup_ms.max) ms), errors: \($errs) |\"" "$RESULTS"
+    for w in W5j W5p; do
+        case $w in
+            W5j) d="W5j storm with connection tokens (JWT)" ;;
+            W5p) d="W5p storm through the connect proxy (no token, one POST each)" ;;
+        esac
+        jq -rs --arg w "$w" --arg d "$d" 'map(select(.workload == $w)) | select(length > 0) |
+            def each(f): map(f | tostring) | join(" / ");
+            "| \($d), \(.[0].connections) clients at once, \(length) runs | subscribed \(each(.subscribed)) after **\(each(.connect_secs)) s**; setup p50 \(each(.setup_ms.p50)) ms, p99 \(each(.setup_ms.p99)) ms; broker CPU \(each(.server_cpu_secs)) s (\(each((.server_cpu_secs * 1e6 / .connections) | round)) µs per connection)\(if $w == "W5p" then "; backend answered \(each(.backend_calls.connect // 0)) connect calls on \(each(.backend_calls.connections // 0)) TCP connections" else "" end); SYNs dropped (accept queue full) \(each(.listen_overflows // 0)); errors: \(each((.errors // {}) | to_entries | map("\(.key)=\(.value)") | join(" ") | if . == "" then "none" else . end)) |"' "$RESULTS"
+    done
+    jq -r "select(.workload == \"W6\") | \"| W6 RPC through the rpc proxy, \(.connections) connections, \(.target_rate) calls/s | achieved \(.call_rate) calls/s (\(.ok) of \(.calls) answered, \(.failed) errors, \(.timeouts) timeouts), p50 \(.latency_us.p50 / 1000) ms, p99 \(.latency_us.p99 / 1000) ms, p99.9 \(.latency_us.p999 / 1000) ms |\"" "$RESULTS"
     echo
     if want W0; then
         echo "## W0 baseline: one subscriber"
@@ -655,16 +780,46 @@ errs='((.errors // {}) | to_entries | map("\(.key)=\(.value)") | join(" ") | if 
         table_steps W3
         echo
     fi
-    if want W4 || want W4p || want W5; then
+    if want W4 || want W4p || want W5 || want W5j || want W5p; then
         echo "## W4 idle memory, W5 connection storm"
         echo
-        echo "| workload | server | connections | subscribed | connect s | setup p50 ms | setup p99 ms | setup max ms | RSS before KB | RSS after KB | KB per connection | errors |"
-        echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
-        jq -r "select(.workload == \"W4\" or .workload == \"W4p\" or .workload == \"W4n\" or .workload == \"W5\") | \"| \(.workload) | \(.protocol)\(if .encoding == \"protobuf\" then \" (protobuf)\" else \"\" end) | \(.connections) | \(.subscribed) | \(.connect_secs) | \(.setup_ms.p50) | \(.setup_ms.p99) | \(.setup_ms.max) | \(.server_rss_before_kb // \"-\") | \(.server_rss_after_kb // .server_rss_kb) | \(.kb_per_connection // \"-\") | \($errs) |\"" "$RESULTS"
+        echo "| workload | server | connect with | connections | subscribed | connect s | setup p50 ms | setup p99 ms | setup max ms | RSS before KB | RSS after KB | KB per connection | broker CPU s | backend CPU s | SYNs dropped | errors |"
+        echo "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        jq -r "select(.workload == \"W4\" or .workload == \"W4p\" or .workload == \"W4n\" or .workload == \"W5\" or .workload == \"W5j\" or .workload == \"W5p\") | \"| \(.workload) | \(.protocol)\(if .encoding == \"protobuf\" then \" (protobuf)\" else \"\" end) | \(if .auth == \"token\" then \"token (JWT)\" elif .auth == \"proxy\" then \"connect proxy\" elif .auth == \"insecure\" then \"nothing (insecure)\" else \"-\" end) | \(.connections) | \(.subscribed) | \(.connect_secs) | \(.setup_ms.p50) | \(.setup_ms.p99) | \(.setup_ms.max) | \(.server_rss_before_kb // \"-\") | \(.server_rss_after_kb // .server_rss_kb) | \(.kb_per_connection // \"-\") | \(.server_cpu_secs // \"-\") | \(.backend_cpu_secs // \"-\") | \(.listen_overflows // \"-\") | \($errs) |\"" "$RESULTS"
         echo
         echo "W4/W4p/W4n connect at 2,500/s with one channel per connection and read the broker's \`VmRSS\`"
         echo "3 s after the last subscribe. W5 opens all connections at once (\`--connect-rate 0\`); setup is"
-        echo "the time from a connection's start to its subscribe reply."
+        echo "the time from a connection's start to its subscribe reply. W5 runs on the insecure bench"
+        echo "configuration; W5j and W5p on \`bench/ferrocast-proxy-bench.toml\` (not insecure), W5j with an"
+        echo "HS256 token per client, W5p without one, each connect a POST to \`proxy-backend\` (on core 1"
+        echo "with the load generator; proxy defaults: timeout 1 s, 512 calls in flight), alternating, each on"
+        echo "a fresh node. \"broker CPU s\" is over the whole run (connect phase + 2 s idle); \"SYNs dropped\" is"
+        echo "the kernel's \`ListenOverflows\` meanwhile (accept queue full: those clients retry after 1 s)."
+        echo
+    fi
+    if want W6; then
+        echo "## W6 RPC through the rpc proxy"
+        echo
+        echo "100 connections (token connect) on \`bench/ferrocast-proxy-bench.toml\`, each call an \`rpc\` (method"
+        echo "\`echo\`, a 128-byte JSON payload) that the node POSTs to \`proxy-backend\`, which echoes the data."
+        echo "Open loop: call g goes out on connection g % 100 at g / rate s whether or not earlier calls"
+        echo "were answered; latency from writing the call to reading its reply (socket: to the kernel's"
+        echo "receive timestamp of the reply). ${STEP_SECS} s per rate. The broker is on core 0; the load"
+        echo "generator and \`proxy-backend\` share core 1 (\"backend CPU %\" is of that core). \"broker CPU µs per"
+        echo "call\" is the broker's CPU time over the whole run (its 100 connects included) per call answered;"
+        echo "\"backend connections\": TCP connections the node's HTTP client opened to \`proxy-backend\` meanwhile."
+        echo
+        echo "| calls/s | achieved calls/s | sent | ok | errors | timeouts | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | socket p99 ms | send lag p99 ms | broker CPU % | broker CPU µs per call | backend CPU % | backend connections | loadgen CPU s | other CPU % | error kinds |"
+        echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        jq -r 'select(.workload == "W6") | [
+            .target_rate, .call_rate, .sent, .ok, .failed, .timeouts,
+            (.latency_us.p50 / 1000), (.latency_us.p90 / 1000), (.latency_us.p99 / 1000),
+            (.latency_us.p999 / 1000), (.latency_us.max / 1000), ((.latency_socket_us.p99 // 0) / 1000),
+            ((.send_lag_us.p99 // 0) / 1000), .server_cpu_pct,
+            (if .ok > 0 then (.server_cpu_secs * 1e6 / .ok | round) else "-" end),
+            .backend_cpu_pct, (.backend_calls.connections // "-"), .loadgen_cpu_secs, .other_cpu_pct,
+            ((.errors // {}) | to_entries | map("\(.key)=\(.value)") | join(" ") | if . == "" then "-" else . end)
+          ] | map(if type == "number" then (. * 1000 | round / 1000 | tostring) else . end) | "| " + join(" | ") + " |"' "$RESULTS"
         echo
     fi
     if want W4b; then

@@ -45,6 +45,58 @@ pub enum ChannelMode {
     Personal,
 }
 
+/// How connections authenticate in their `connect` command (Centrifugo protocol).
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// No token and no data (`--insecure`: the broker runs with `client.insecure`; also
+    /// NATS, which has no `connect` command).
+    Insecure,
+    /// An HS256 connection token per connection (`--token-secret`), `sub` = `bench-<i>`;
+    /// index `connections` is the `--publish client` publisher's.
+    Tokens(Vec<String>),
+    /// No token, connect `data` for the broker's connect proxy (`--connect-data`): JSON
+    /// text in which `{i}` stands for the connection index.
+    ConnectData(String),
+}
+
+impl Auth {
+    /// The label of this mode in the output (`insecure`, `token`, `proxy`).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Auth::Insecure => "insecure",
+            Auth::Tokens(_) => "token",
+            Auth::ConnectData(_) => "proxy",
+        }
+    }
+}
+
+/// What connection `i` sends in its `connect` command besides its name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Creds {
+    /// Connection token (empty: none).
+    pub token: String,
+    /// Connect `data`, JSON text (`None`: none).
+    pub data: Option<String>,
+}
+
+/// Signs `n` HS256 connection tokens with `secret`, `sub` = `bench-<i>`, no expiry.
+pub fn sign_tokens(secret: &str, n: usize) -> anyhow::Result<Vec<String>> {
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+    let header = jsonwebtoken::Header::default();
+    (0..n)
+        .map(|i| {
+            let claims = serde_json::json!({ "sub": format!("bench-{i}") });
+            jsonwebtoken::encode(&header, &claims, &key)
+                .map_err(|e| anyhow::anyhow!("signing a token: {e}"))
+        })
+        .collect()
+}
+
+/// Connect data for connection `i`: `template` with `{i}` replaced by `i`.
+pub fn connect_data(template: &str, i: usize) -> String {
+    template.replace("{i}", &i.to_string())
+}
+
 /// One WebSocket endpoint.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -88,6 +140,8 @@ pub struct Config {
     pub redis_addr: SocketAddr,
     /// The backend command stream key.
     pub redis_stream: String,
+    /// How connections authenticate.
+    pub auth: Auth,
 }
 
 impl Config {
@@ -98,5 +152,46 @@ impl Config {
             ChannelMode::Many(k) => (i % k) as u32,
             ChannelMode::Personal => i as u32,
         }
+    }
+
+    /// What connection `i` (`connections` for the publisher) sends in `connect`.
+    pub fn creds(&self, i: usize) -> Creds {
+        match &self.auth {
+            Auth::Insecure => Creds::default(),
+            Auth::Tokens(t) => Creds {
+                token: t.get(i).cloned().unwrap_or_default(),
+                data: None,
+            },
+            Auth::ConnectData(d) => Creds {
+                token: String::new(),
+                data: Some(connect_data(d, i)),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_data_numbers_each_connection() {
+        assert_eq!(connect_data(r#"{"user":"u{i}"}"#, 7), r#"{"user":"u7"}"#);
+        assert_eq!(connect_data(r#"{"a":1}"#, 7), r#"{"a":1}"#);
+    }
+
+    #[test]
+    fn tokens_carry_the_connection_index() {
+        let t = sign_tokens("s", 2).unwrap();
+        let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+        v.required_spec_claims.clear();
+        v.validate_exp = false;
+        let c = jsonwebtoken::decode::<serde_json::Value>(
+            &t[1],
+            &jsonwebtoken::DecodingKey::from_secret(b"s"),
+            &v,
+        )
+        .unwrap();
+        assert_eq!(c.claims["sub"], "bench-1");
     }
 }

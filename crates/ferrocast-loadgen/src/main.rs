@@ -1,7 +1,11 @@
 //! `ferrocast-loadgen`: opens many WebSocket subscribers against ferrocast (Centrifugo
 //! client protocol v2, JSON or Protobuf) or nats-server (NATS protocol over WebSocket),
 //! publishes at a fixed rate through a chosen path, and prints one JSON line with delivery
-//! accounting (lost, duplicated, out of order) and end-to-end latency percentiles.
+//! accounting (lost, duplicated, out of order) and end-to-end latency percentiles. With
+//! `--rpc` the connections send `rpc` commands at a fixed rate instead and the line has the
+//! calls' latency ([`rpc`]). Connections connect with nothing (`--insecure`), a signed
+//! token each (`--token-secret`) or connect data for the broker's connect proxy
+//! (`--connect-data`).
 //!
 //! Threads: `--threads` worker threads, each a single-threaded tokio runtime owning its
 //! connections and counters (no locks on the receive path); the main thread runs the
@@ -17,6 +21,7 @@ mod protobuf;
 mod publish;
 mod redis;
 mod replies;
+mod rpc;
 mod scan;
 mod stamped;
 mod stats;
@@ -25,7 +30,7 @@ mod ws;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use config::{ChannelMode, Config, Encoding, Protocol, PublishPath, Target};
+use config::{Auth, ChannelMode, Config, Encoding, Protocol, PublishPath, Target};
 use hdrhistogram::Histogram;
 use stats::{ConnResult, Errors, Shared, ThreadStats, count};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -105,10 +110,34 @@ struct Args {
     /// The backend command stream key, for --publish redis.
     #[arg(long, default_value = "ferrocast:api")]
     redis_stream: String,
-    /// Connect without a token (the broker must run with client.insecure = true).
-    /// Token signing is not implemented yet, so this is required for Centrifugo.
+    /// Connect without a token and without data (the broker must run with
+    /// client.insecure = true). The Centrifugo protocol needs one of --insecure,
+    /// --token-secret and --connect-data.
     #[arg(long)]
     insecure: bool,
+    /// Connect with an HS256 connection token signed with this secret (the broker's
+    /// client.token.hmac_secret_key), one per connection, `sub` = bench-<i> (no expiry).
+    #[arg(long, conflicts_with_all = ["insecure", "connect_data"])]
+    token_secret: Option<String>,
+    /// Connect without a token, sending this JSON as the connect `data` (for the broker's
+    /// connect proxy, client.proxy.connect); `{i}` is replaced by the connection index,
+    /// e.g. '{"user":"bench-{i}"}'.
+    #[arg(long, conflicts_with = "insecure")]
+    connect_data: Option<String>,
+    /// RPC mode: the connections only connect (no subscription), then send `rpc` commands
+    /// (method --rpc-method, data: a JSON payload of --payload-size bytes) at --rate calls
+    /// per second in total for --duration seconds, call g on connection g % connections
+    /// at g / rate seconds, whether or not earlier calls were answered; prints the latency
+    /// from sending each call to reading its reply.
+    #[arg(long, conflicts_with = "idle")]
+    rpc: bool,
+    /// Method of the `rpc` commands (--rpc).
+    #[arg(long, default_value = "echo")]
+    rpc_method: String,
+    /// Seconds after which an unanswered call counts as timed out (--rpc; a later reply
+    /// counts as a timeout too). The run waits at most this long for the last replies.
+    #[arg(long, default_value_t = 5.0)]
+    call_timeout: f64,
     /// Only open and subscribe the connections and hold them for --duration seconds.
     #[arg(long)]
     idle: bool,
@@ -160,10 +189,29 @@ fn build_config(a: &Args) -> anyhow::Result<Config> {
     if a.protocol == Protocol::Nats && a.encoding != Encoding::Json {
         bail!("--encoding applies to --protocol centrifugo only (NATS has its text protocol)");
     }
-    if a.protocol == Protocol::Centrifugo && !a.insecure {
-        bail!(
-            "token signing is not implemented: run the broker with client.insecure = true and pass --insecure"
-        );
+    let auth = match (a.protocol, &a.token_secret, &a.connect_data) {
+        (Protocol::Nats, None, None) => Auth::Insecure,
+        (Protocol::Nats, _, _) => {
+            bail!("--token-secret and --connect-data apply to --protocol centrifugo only")
+        }
+        (Protocol::Centrifugo, Some(secret), _) => {
+            // One per subscriber and one for the --publish client publisher.
+            Auth::Tokens(config::sign_tokens(secret, a.connections + 1)?)
+        }
+        (Protocol::Centrifugo, None, Some(d)) => {
+            serde_json::from_str::<serde::de::IgnoredAny>(&config::connect_data(d, 0))
+                .with_context(|| format!("--connect-data {d:?} is not JSON"))?;
+            Auth::ConnectData(d.clone())
+        }
+        (Protocol::Centrifugo, None, None) if a.insecure => Auth::Insecure,
+        (Protocol::Centrifugo, None, None) => {
+            bail!(
+                "pass --insecure (broker with client.insecure = true), --token-secret or --connect-data"
+            )
+        }
+    };
+    if a.rpc && a.protocol == Protocol::Nats {
+        bail!("--rpc applies to --protocol centrifugo only");
     }
     let mut targets = Vec::new();
     for u in &a.urls {
@@ -208,6 +256,7 @@ fn build_config(a: &Args) -> anyhow::Result<Config> {
         http_inflight: a.http_inflight,
         redis_addr: a.redis_addr,
         redis_stream: a.redis_stream.clone(),
+        auth,
     })
 }
 
@@ -283,23 +332,23 @@ fn worker(
     }))
 }
 
-/// CPU seconds (user + system) used by this process so far.
-fn cpu_secs() -> f64 {
-    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    // Fields after the command name (which is in parentheses): utime is field 14, stime 15.
-    let after = s.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // After ')' the first field is state (field 3), so utime (14) is index 11.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let cfg = Arc::new(build_config(&args)?);
     scan::init_clock();
+    if args.rpc {
+        let opts = rpc::Options {
+            method: args.rpc_method.clone(),
+            rate: args.rate,
+            duration: Duration::from_secs_f64(args.duration.max(0.0)),
+            call_timeout: Duration::from_secs_f64(args.call_timeout.max(0.001)),
+            threads: args.threads.clamp(1, 64),
+        };
+        let mut out = rpc::run(cfg, &opts)?;
+        out["label"] = serde_json::json!(args.label);
+        println!("{out}");
+        return Ok(());
+    }
     let shared = Shared::new(cfg.channels.len());
     let (stop_tx, stop_rx) = watch::channel(false);
 
@@ -490,6 +539,7 @@ fn main() -> anyhow::Result<()> {
             Protocol::Centrifugo => Some(format!("{:?}", cfg.encoding).to_lowercase()),
             Protocol::Nats => None,
         },
+        "auth": cfg.auth.label(),
         "publish": if args.idle { "none".to_string() } else { format!("{:?}", cfg.publish).to_lowercase() },
         "channels_mode": mode,
         "channels": cfg.channels.len(),
@@ -508,33 +558,13 @@ fn main() -> anyhow::Result<()> {
         "duplicated": dup,
         "out_of_order": ooo,
         "deliveries_per_sec": deliveries_per_sec.round(),
-        "latency_us": {
-            "count": hist.len(),
-            "p50": hist.value_at_quantile(0.5),
-            "p90": hist.value_at_quantile(0.9),
-            "p99": hist.value_at_quantile(0.99),
-            "p999": hist.value_at_quantile(0.999),
-            "max": hist.max(),
-            "mean": hist.mean().round(),
-        },
+        "latency_us": stats::latency_json(&hist),
         // The same messages, to the kernel's receive time at the subscriber's socket.
-        "latency_socket_us": {
-            "count": sock_hist.len(),
-            "p50": sock_hist.value_at_quantile(0.5),
-            "p90": sock_hist.value_at_quantile(0.9),
-            "p99": sock_hist.value_at_quantile(0.99),
-            "p999": sock_hist.value_at_quantile(0.999),
-            "max": sock_hist.max(),
-            "mean": sock_hist.mean().round(),
-        },
-        "setup_ms": {
-            "p50": round1(setup_hist.value_at_quantile(0.5) as f64 / 1000.0),
-            "p99": round1(setup_hist.value_at_quantile(0.99) as f64 / 1000.0),
-            "max": round1(setup_hist.max() as f64 / 1000.0),
-        },
+        "latency_socket_us": stats::latency_json(&sock_hist),
+        "setup_ms": stats::setup_json(&setup_hist),
         "pings_answered": pings,
         "errors": errors,
-        "loadgen_cpu_secs": round3(cpu_secs()),
+        "loadgen_cpu_secs": round3(stats::cpu_secs()),
     });
     let _ = first_recv;
     println!("{out}");

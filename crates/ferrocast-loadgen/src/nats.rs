@@ -3,7 +3,7 @@
 //! `MSG`. Messages may be split across WebSocket frames, so input is parsed as a stream.
 
 use crate::batch::Batch;
-use crate::config::Target;
+use crate::config::{Creds, Target};
 use crate::scan::{build_payload, find, now_us, payload_seq_ts};
 use crate::stats::{Errors, count};
 use crate::subscriber::{Frame, Session};
@@ -181,7 +181,8 @@ impl Session for Subscriber {
     const OTHER_CHANNEL: &'static str = "msg_other_subject";
     const UNPARSED: &'static str = "msg_unparsed";
 
-    async fn setup(target: &Target, subject: &str) -> Result<(Ws, Self), String> {
+    /// NATS connections send no credentials.
+    async fn setup(target: &Target, subject: &str, _creds: &Creds) -> Result<(Ws, Self), String> {
         let mut ws = open_ws(target, None).await?;
         let mut reader = Reader::default();
         let first = format!("{CONNECT}SUB {subject} 1\r\nPING\r\n").into_bytes();

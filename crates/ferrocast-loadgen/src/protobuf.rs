@@ -16,8 +16,18 @@ const COMMAND_CONNECT: u32 = 4;
 const COMMAND_SUBSCRIBE: u32 = 5;
 /// `Command.publish` (`PublishRequest`).
 const COMMAND_PUBLISH: u32 = 7;
+/// `Command.rpc` (`RPCRequest`).
+const COMMAND_RPC: u32 = 13;
+/// `ConnectRequest.token` (string).
+const CONNECT_TOKEN: u32 = 1;
+/// `ConnectRequest.data` (bytes).
+const CONNECT_DATA: u32 = 2;
 /// `ConnectRequest.name` (string).
 const CONNECT_NAME: u32 = 4;
+/// `RPCRequest.data` (bytes).
+const RPC_DATA: u32 = 1;
+/// `RPCRequest.method` (string).
+const RPC_METHOD: u32 = 2;
 /// `SubscribeRequest.channel` (string).
 const SUBSCRIBE_CHANNEL: u32 = 1;
 /// `PublishRequest.channel` (string).
@@ -121,22 +131,39 @@ fn put_bytes(out: &mut Vec<u8>, field: u32, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-/// Appends one record holding `Command { id, <method>: { <field>: value } }`, for a
-/// method whose request has a single string or bytes field set.
-fn put_command(out: &mut Vec<u8>, id: u32, method: u32, field: u32, value: &[u8]) {
-    let request = len_field_len(field, value.len());
+/// Appends one record holding `Command { id, <method>: { <fields> } }`, a request whose
+/// set fields are all strings or bytes (empty ones are left out, as Protobuf does).
+fn put_command(out: &mut Vec<u8>, id: u32, method: u32, fields: &[(u32, &[u8])]) {
+    let request: usize = fields
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(f, v)| len_field_len(*f, v.len()))
+        .sum();
     let command = key_len(COMMAND_ID) + uvarint_len(u64::from(id)) + len_field_len(method, request);
     put_uvarint(out, command as u64);
     put_key(out, COMMAND_ID, VARINT);
     put_uvarint(out, u64::from(id));
     put_len_head(out, method, request);
-    put_bytes(out, field, value);
+    for (f, v) in fields {
+        if !v.is_empty() {
+            put_bytes(out, *f, v);
+        }
+    }
 }
 
-/// Appends the record of `Command { id, connect: { name } }` (no token: the broker runs
-/// in insecure client mode).
-pub fn put_connect(out: &mut Vec<u8>, id: u32, name: &str) {
-    put_command(out, id, COMMAND_CONNECT, CONNECT_NAME, name.as_bytes());
+/// Appends the record of `Command { id, connect: { token, data, name } }` (an empty token
+/// or data is left out).
+pub fn put_connect(out: &mut Vec<u8>, id: u32, name: &str, token: &str, data: &[u8]) {
+    put_command(
+        out,
+        id,
+        COMMAND_CONNECT,
+        &[
+            (CONNECT_TOKEN, token.as_bytes()),
+            (CONNECT_DATA, data),
+            (CONNECT_NAME, name.as_bytes()),
+        ],
+    );
 }
 
 /// Appends the record of `Command { id, subscribe: { channel } }`.
@@ -145,23 +172,28 @@ pub fn put_subscribe(out: &mut Vec<u8>, id: u32, channel: &str) {
         out,
         id,
         COMMAND_SUBSCRIBE,
-        SUBSCRIBE_CHANNEL,
-        channel.as_bytes(),
+        &[(SUBSCRIBE_CHANNEL, channel.as_bytes())],
     );
 }
 
 /// Appends the record of `Command { id, publish: { channel, data } }`.
 pub fn put_publish(out: &mut Vec<u8>, id: u32, channel: &str, data: &[u8]) {
-    let request =
-        len_field_len(PUBLISH_CHANNEL, channel.len()) + len_field_len(PUBLISH_DATA, data.len());
-    let command =
-        key_len(COMMAND_ID) + uvarint_len(u64::from(id)) + len_field_len(COMMAND_PUBLISH, request);
-    put_uvarint(out, command as u64);
-    put_key(out, COMMAND_ID, VARINT);
-    put_uvarint(out, u64::from(id));
-    put_len_head(out, COMMAND_PUBLISH, request);
-    put_bytes(out, PUBLISH_CHANNEL, channel.as_bytes());
-    put_bytes(out, PUBLISH_DATA, data);
+    put_command(
+        out,
+        id,
+        COMMAND_PUBLISH,
+        &[(PUBLISH_CHANNEL, channel.as_bytes()), (PUBLISH_DATA, data)],
+    );
+}
+
+/// Appends the record of `Command { id, rpc: { data, method } }`.
+pub fn put_rpc(out: &mut Vec<u8>, id: u32, method: &str, data: &[u8]) {
+    put_command(
+        out,
+        id,
+        COMMAND_RPC,
+        &[(RPC_DATA, data), (RPC_METHOD, method.as_bytes())],
+    );
 }
 
 /// Appends `n` pong records (empty `Command`s).

@@ -41,14 +41,20 @@ impl Publisher {
             (Protocol::Nats, PublishPath::Client) => {
                 Publisher::Nats(NatsPublisher::connect(target, channels, cfg.payload_size).await?)
             }
-            (Protocol::Centrifugo, PublishPath::Client) => match cfg.encoding {
-                Encoding::Json => Publisher::Client(
-                    ClientPublisher::connect(target, channels, cfg.payload_size).await?,
-                ),
-                Encoding::Protobuf => Publisher::ClientProtobuf(
-                    ClientPublisher::connect(target, channels, cfg.payload_size).await?,
-                ),
-            },
+            (Protocol::Centrifugo, PublishPath::Client) => {
+                // The publisher has the connection index after the subscribers'.
+                let creds = cfg.creds(cfg.connections);
+                match cfg.encoding {
+                    Encoding::Json => Publisher::Client(
+                        ClientPublisher::connect(target, &creds, channels, cfg.payload_size)
+                            .await?,
+                    ),
+                    Encoding::Protobuf => Publisher::ClientProtobuf(
+                        ClientPublisher::connect(target, &creds, channels, cfg.payload_size)
+                            .await?,
+                    ),
+                }
+            }
             (Protocol::Centrifugo, PublishPath::Http) => Publisher::Http(
                 HttpPublisher::connect(
                     cfg.api_addr,

@@ -84,6 +84,29 @@ pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 120_000_000, 3).expect("histogram bounds")
 }
 
+/// The JSON of a latency histogram in microseconds: count, p50/p90/p99/p999, max, mean.
+pub fn latency_json(h: &Histogram<u64>) -> serde_json::Value {
+    serde_json::json!({
+        "count": h.len(),
+        "p50": h.value_at_quantile(0.5),
+        "p90": h.value_at_quantile(0.9),
+        "p99": h.value_at_quantile(0.99),
+        "p999": h.value_at_quantile(0.999),
+        "max": h.max(),
+        "mean": h.mean().round(),
+    })
+}
+
+/// The JSON of a setup-time histogram (microseconds) in milliseconds: p50, p99, max.
+pub fn setup_json(h: &Histogram<u64>) -> serde_json::Value {
+    let ms = |us: u64| (us as f64 / 100.0).round() / 10.0;
+    serde_json::json!({
+        "p50": ms(h.value_at_quantile(0.5)),
+        "p99": ms(h.value_at_quantile(0.99)),
+        "max": ms(h.max()),
+    })
+}
+
 /// Error counters by kind.
 pub type Errors = BTreeMap<String, u64>;
 
@@ -206,6 +229,19 @@ impl ThreadStats {
             self.first_recv_us.set(now_us);
         }
     }
+}
+
+/// CPU seconds (user + system) used by this process so far.
+pub fn cpu_secs() -> f64 {
+    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name (which is in parentheses): utime is field 14, stime 15.
+    let after = s.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // After ')' the first field is state (field 3), so utime (14) is index 11.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 #[cfg(test)]

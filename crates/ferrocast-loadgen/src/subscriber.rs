@@ -2,7 +2,7 @@
 //! setup, the read loop and the accounting of what arrives. A protocol ([`Session`]) only
 //! says how to subscribe, how to read one frame and how to answer pings.
 
-use crate::config::{Config, Target};
+use crate::config::{Config, Creds, Target};
 use crate::scan::{SeqTs, now_us};
 use crate::stats::{ConnResult, SeqTracker, Shared, ThreadStats};
 use crate::ws::Ws;
@@ -34,8 +34,8 @@ pub trait Session: Sized {
     /// Error kind of a publication whose `seq` and `ts` cannot be read.
     const UNPARSED: &'static str;
 
-    /// Connects and subscribes to `channel`; the error is an error-kind label.
-    async fn setup(target: &Target, channel: &str) -> Result<(Ws, Self), String>;
+    /// Connects with `creds` and subscribes to `channel`; the error is an error-kind label.
+    async fn setup(target: &Target, channel: &str, creds: &Creds) -> Result<(Ws, Self), String>;
 
     /// Error kind counted when the server closes the connection.
     fn close_kind(frame: Option<&CloseFrame>) -> String;
@@ -123,8 +123,9 @@ pub async fn run<S: Session>(
             return ConnResult::from_tracker(channel, false, &tracker);
         }
     }
+    let creds = cfg.creds(idx);
     let setup_result = tokio::select! {
-        r = tokio::time::timeout(cfg.connect_timeout, S::setup(target, &name)) => {
+        r = tokio::time::timeout(cfg.connect_timeout, S::setup(target, &name, &creds)) => {
             r.unwrap_or_else(|_| Err("setup_timeout".into()))
         }
         _ = stop.changed() => Err("setup_cancelled".into()),

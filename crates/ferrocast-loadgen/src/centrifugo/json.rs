@@ -2,6 +2,7 @@
 //! `{}`.
 
 use super::{Codec, Item};
+use crate::config::Creds;
 use crate::scan::{build_payload, lines, now_us, parse_push};
 use crate::subscriber::Frame;
 use serde::Deserialize;
@@ -28,8 +29,20 @@ impl Codec for JsonCodec {
     const BINARY: bool = false;
     const SUBPROTOCOL: Option<&'static str> = None;
 
-    fn connect(out: &mut Vec<u8>, id: u32, name: &str) {
-        let _ = write!(out, "{{\"id\":{id},\"connect\":{{\"name\":");
+    fn connect(out: &mut Vec<u8>, id: u32, name: &str, creds: &Creds) {
+        let _ = write!(out, "{{\"id\":{id},\"connect\":{{");
+        if !creds.token.is_empty() {
+            out.extend_from_slice(b"\"token\":");
+            let _ = serde_json::to_writer(&mut *out, &creds.token);
+            out.push(b',');
+        }
+        if let Some(d) = &creds.data {
+            // JSON text, checked when the options were read.
+            out.extend_from_slice(b"\"data\":");
+            out.extend_from_slice(d.as_bytes());
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\"name\":");
         let _ = serde_json::to_writer(&mut *out, name);
         out.extend_from_slice(b"}}");
     }
@@ -53,6 +66,14 @@ impl Codec for JsonCodec {
             "{{\"id\":{id},\"publish\":{{\"channel\":\"{channel}\",\"data\":"
         );
         build_payload(out, seq, now_us(), payload_size);
+        out.extend_from_slice(b"}}");
+    }
+
+    fn rpc(out: &mut Vec<u8>, id: u32, method: &str, data: &[u8]) {
+        let _ = write!(out, "{{\"id\":{id},\"rpc\":{{\"method\":");
+        let _ = serde_json::to_writer(&mut *out, method);
+        out.extend_from_slice(b",\"data\":");
+        out.extend_from_slice(data);
         out.extend_from_slice(b"}}");
     }
 
@@ -125,7 +146,7 @@ mod tests {
     #[test]
     fn commands_and_replies() {
         let mut out = Vec::new();
-        JsonCodec::connect(&mut out, 1, "ferrocast-loadgen");
+        JsonCodec::connect(&mut out, 1, "ferrocast-loadgen", &Creds::default());
         JsonCodec::separate(&mut out);
         JsonCodec::subscribe(&mut out, 2, "bench:shared");
         assert_eq!(
@@ -133,6 +154,19 @@ mod tests {
             br#"{"id":1,"connect":{"name":"ferrocast-loadgen"}}
 {"id":2,"subscribe":{"channel":"bench:shared"}}"#
         );
+        out.clear();
+        let creds = Creds {
+            token: "t.k".into(),
+            data: Some(r#"{"user":"u1"}"#.into()),
+        };
+        JsonCodec::connect(&mut out, 1, "n", &creds);
+        assert_eq!(
+            out,
+            br#"{"id":1,"connect":{"token":"t.k","data":{"user":"u1"},"name":"n"}}"#
+        );
+        out.clear();
+        JsonCodec::rpc(&mut out, 4, "echo", br#"{"a":1}"#);
+        assert_eq!(out, br#"{"id":4,"rpc":{"method":"echo","data":{"a":1}}}"#);
         out.clear();
         JsonCodec::publish(&mut out, 3, "b:c", 7, 0, &mut Vec::new());
         let head = br#"{"id":3,"publish":{"channel":"b:c","data":{"seq":7,"ts":"#;

@@ -11,7 +11,7 @@ pub use json::JsonCodec;
 pub use pb::ProtobufCodec;
 
 use crate::batch::Batch;
-use crate::config::Target;
+use crate::config::{Creds, Target};
 use crate::replies::Replies;
 use crate::stats::{Errors, count};
 use crate::subscriber::{Frame, Session};
@@ -47,8 +47,9 @@ pub trait Codec {
     /// The WebSocket subprotocol to offer, if any.
     const SUBPROTOCOL: Option<&'static str>;
 
-    /// Appends a `connect` command without token (`name` is the SDK name).
-    fn connect(out: &mut Vec<u8>, id: u32, name: &str);
+    /// Appends a `connect` command (`name` is the SDK name) with the token and the data
+    /// of `creds`, if any.
+    fn connect(out: &mut Vec<u8>, id: u32, name: &str, creds: &Creds);
 
     /// Appends a `subscribe` command to `channel`.
     fn subscribe(out: &mut Vec<u8>, id: u32, channel: &str);
@@ -63,6 +64,9 @@ pub trait Codec {
         payload_size: usize,
         scratch: &mut Vec<u8>,
     );
+
+    /// Appends an `rpc` command calling `method` with `data` (JSON text).
+    fn rpc(out: &mut Vec<u8>, id: u32, method: &str, data: &[u8]);
 
     /// Appends what separates two commands in one frame.
     fn separate(out: &mut Vec<u8>);
@@ -93,7 +97,7 @@ fn close_label(prefix: &str, m: Option<&CloseFrame>) -> String {
 }
 
 /// Sends the answers to `n` server pings.
-async fn pong<C: Codec>(ws: &mut Ws, n: usize) -> Result<(), String> {
+pub async fn pong<C: Codec>(ws: &mut Ws, n: usize) -> Result<(), String> {
     let mut out = Vec::with_capacity(n * 3);
     C::pongs(&mut out, n);
     ws.send(C::message(out)?)
@@ -102,7 +106,7 @@ async fn pong<C: Codec>(ws: &mut Ws, n: usize) -> Result<(), String> {
 }
 
 /// Sends `first` and reads replies until every id in `want` answered without error.
-async fn handshake<C: Codec>(
+pub async fn handshake<C: Codec>(
     ws: &mut Ws,
     first: Vec<u8>,
     want: &[(u32, &str)],
@@ -161,10 +165,10 @@ impl<C: Codec> Session for Subscriber<C> {
     const OTHER_CHANNEL: &'static str = "push_other_channel";
     const UNPARSED: &'static str = "push_unparsed";
 
-    async fn setup(target: &Target, channel: &str) -> Result<(Ws, Self), String> {
+    async fn setup(target: &Target, channel: &str, creds: &Creds) -> Result<(Ws, Self), String> {
         let mut ws = open_ws(target, C::SUBPROTOCOL).await?;
         let mut first = Vec::new();
-        C::connect(&mut first, 1, "ferrocast-loadgen");
+        C::connect(&mut first, 1, "ferrocast-loadgen", creds);
         C::separate(&mut first);
         C::subscribe(&mut first, 2, channel);
         handshake::<C>(&mut ws, first, &[(1, "connect"), (2, "subscribe")]).await?;
@@ -212,10 +216,11 @@ pub struct ClientPublisher<C> {
 }
 
 impl<C: Codec> ClientPublisher<C> {
-    /// Opens the connection and sends `connect`; publishes go to `channels`, with
-    /// payloads of `payload_size` bytes.
+    /// Opens the connection and sends `connect` with `creds`; publishes go to `channels`,
+    /// with payloads of `payload_size` bytes.
     pub async fn connect(
         target: &Target,
+        creds: &Creds,
         channels: Rc<Vec<String>>,
         payload_size: usize,
     ) -> anyhow::Result<Self> {
@@ -223,7 +228,7 @@ impl<C: Codec> ClientPublisher<C> {
             .await
             .map_err(anyhow::Error::msg)?;
         let mut first = Vec::new();
-        C::connect(&mut first, 1, "ferrocast-loadgen-publisher");
+        C::connect(&mut first, 1, "ferrocast-loadgen-publisher", creds);
         handshake::<C>(&mut ws, first, &[(1, "connect")])
             .await
             .map_err(anyhow::Error::msg)?;

@@ -3,6 +3,7 @@
 //! records. Publication data are the same JSON payload bytes as in the JSON encoding.
 
 use super::{Codec, Item};
+use crate::config::Creds;
 use crate::protobuf::{self, ReplyView};
 use crate::scan::{build_payload, now_us, payload_seq_ts};
 use crate::subscriber::Frame;
@@ -15,8 +16,9 @@ impl Codec for ProtobufCodec {
     const BINARY: bool = true;
     const SUBPROTOCOL: Option<&'static str> = Some("centrifuge-protobuf");
 
-    fn connect(out: &mut Vec<u8>, id: u32, name: &str) {
-        protobuf::put_connect(out, id, name);
+    fn connect(out: &mut Vec<u8>, id: u32, name: &str, creds: &Creds) {
+        let data = creds.data.as_deref().unwrap_or("");
+        protobuf::put_connect(out, id, name, &creds.token, data.as_bytes());
     }
 
     fn subscribe(out: &mut Vec<u8>, id: u32, channel: &str) {
@@ -34,6 +36,11 @@ impl Codec for ProtobufCodec {
         scratch.clear();
         build_payload(scratch, seq, now_us(), payload_size);
         protobuf::put_publish(out, id, channel, scratch);
+    }
+
+    /// The data go as their JSON text's bytes.
+    fn rpc(out: &mut Vec<u8>, id: u32, method: &str, data: &[u8]) {
+        protobuf::put_rpc(out, id, method, data);
     }
 
     /// Records need no separator.

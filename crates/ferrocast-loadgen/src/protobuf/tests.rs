@@ -35,12 +35,35 @@ fn varints() {
 fn connect_command_bytes() {
     // The broker's vector: Command { id: 1, connect: { token: "t" } }.
     let mut out = Vec::new();
-    put_command(&mut out, 1, COMMAND_CONNECT, 1, b"t");
+    put_command(&mut out, 1, COMMAND_CONNECT, &[(1, b"t")]);
     assert_eq!(out, [0x07, 0x08, 0x01, 0x22, 0x03, 0x0a, 0x01, b't']);
-    // What the load generator sends: the SDK name (field 4) instead of a token.
+    // What the load generator sends in insecure mode: the SDK name (field 4), no token.
     out.clear();
-    put_connect(&mut out, 1, "n");
+    put_connect(&mut out, 1, "n", "", b"");
     assert_eq!(out, [0x07, 0x08, 0x01, 0x22, 0x03, 0x22, 0x01, b'n']);
+    // With a token (1), connect data (2) and the name (4), in field order.
+    out.clear();
+    put_connect(&mut out, 1, "n", "t", b"{}");
+    assert_eq!(
+        out,
+        [
+            0x0e, 0x08, 0x01, 0x22, 0x0a, 0x0a, 0x01, b't', 0x12, 0x02, b'{', b'}', 0x22, 0x01,
+            b'n'
+        ]
+    );
+}
+
+#[test]
+fn rpc_command_bytes() {
+    let mut out = Vec::new();
+    put_rpc(&mut out, 4, "m", b"{}");
+    // len 11 | id 4 | rpc key 13/len, 7 bytes | data key 1 "{}" | method key 2 "m"
+    assert_eq!(
+        out,
+        [
+            0x0b, 0x08, 0x04, 0x6a, 0x07, 0x0a, 0x02, b'{', b'}', 0x12, 0x01, b'm'
+        ]
+    );
 }
 
 #[test]
