@@ -14,8 +14,6 @@ use hyper_util::rt::TokioExecutor;
 use std::time::Duration;
 use tokio::sync::Semaphore;
 
-/// Idle keep-alive connections kept per backend host.
-const MAX_IDLE_PER_HOST: usize = 256;
 /// Idle connections are closed after this long.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -65,7 +63,9 @@ impl HttpCaller {
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(timeout));
         let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
+            // As many idle connections as calls may be in flight: a burst that used them
+            // all finds them again instead of opening new ones (and closing the extra).
+            .pool_max_idle_per_host(max_in_flight.max(1))
             .pool_idle_timeout(IDLE_TIMEOUT)
             .build(connector);
         Ok(HttpCaller {
