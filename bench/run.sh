@@ -5,7 +5,7 @@
 #   QUICK=1 bench/run.sh         # shorter steps, for trying the script
 #   PIN=0 ONLY=W2 bench/run.sh   # without pinning the broker and the load generator to cores
 #   ONLY="W1 W4" bench/run.sh    # a subset (W0 W1 W1p W1c W1n W1f W2 W3 W4 W4p W4b W5 W5j
-#                                # W5p W6);
+#                                # W5p W6 W7 W7g);
 #                                # BENCHMARKS.md is only rewritten by a full run (else
 #                                # bench/results/partial.md)
 #   CARGO_TARGET_DIR=... bench/run.sh  # binaries built and run from that target directory
@@ -44,12 +44,18 @@
 #   W6  RPC through the rpc proxy to `proxy-backend` (an echo): 100 connections (token), fixed
 #       rates of 1,000 to 20,000 calls/s for a step each; latency from sending a call to
 #       reading its reply.
+#   W7  wildcard matching cost: 1,000 subscribers on 1,000 channels of namespace `wild`
+#       (one each), HTTP publish at 2,000 and 10,000 msg/s, with 0, 1,000 and 100,000
+#       distinct patterns subscribed that no publication matches (held by extra
+#       connections, 1,000 patterns each; pattern k is `wild:c<k % 1000>.x<k>.*`).
+#   W7g one subscriber of the pattern `wild:>` receiving 5,000 channels' publications,
+#       HTTP publish round-robin over the channels, rates stepped up.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 QUICK=${QUICK:-0}
-ALL="W0 W1 W1p W1c W1n W1f W2 W3 W4 W4p W4b W5 W5j W5p W6"
+ALL="W0 W1 W1p W1c W1n W1f W2 W3 W4 W4p W4b W5 W5j W5p W6 W7 W7g"
 ONLY=${ONLY:-$ALL}
 WORK=$(mktemp -d /tmp/ferrocast-bench.XXXXXX)
 RESULTS=$WORK/results.jsonl
@@ -630,6 +636,38 @@ if want W5j || want W5p || want W6; then
     stop_backend
 fi
 
+# W7 and W7g: wildcard subscriptions on one node (namespace `wild` of the bench config).
+if [ "$QUICK" = 1 ]; then
+    W7_PATTERNS="0 1000"; W7_RATES="2000"; W7G_RATES="5000"
+else
+    W7_PATTERNS="0 1000 100000"; W7_RATES="2000 10000"; W7G_RATES="5000 10000 20000"
+fi
+if want W7; then
+    for patterns in $W7_PATTERNS; do
+        start_ferrocast
+        for rate in $W7_RATES; do
+            log "W7: $patterns patterns subscribed, 1,000 subscribers on 1,000 channels, $rate msg/s"
+            json=$(measure W7 --insecure --publish http --api-key bench-api-key --connections 1000 \
+                --connect-rate 2000 --channels many:1000 --channel-prefix wild \
+                --background-patterns "$patterns" --patterns-per-connection 1000 \
+                --rate "$rate" --duration "$STEP_SECS" --drain-secs 5 --payload-size 128)
+            log "W7: $(echo "$json" | jq -c '{background_patterns_subscribed, background_setup_secs, publish_rate, lost, p50: .latency_us.p50, p99: .latency_us.p99, errors, server_cpu_pct}')"
+        done
+        stop_servers
+    done
+fi
+if want W7g; then
+    start_ferrocast
+    for rate in $W7G_RATES; do
+        log "W7g: one subscriber of wild:> over 5,000 channels, $rate msg/s"
+        json=$(measure W7g --insecure --publish http --api-key bench-api-key --connections 1 \
+            --channels many:5000 --channel-prefix wild --subscribe-pattern 'wild:>' \
+            --rate "$rate" --duration "$STEP_SECS" --drain-secs 5 --payload-size 128)
+        log "W7g: $(echo "$json" | jq -c '{published, publish_rate, received, lost, deliveries_per_sec, p50: .latency_us.p50, p99: .latency_us.p99, errors, server_cpu_pct}')"
+    done
+    stop_servers
+fi
+
 # --- report ---------------------------------------------------------------------------------
 CPU_MODEL=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 MEM=$(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)
@@ -725,6 +763,8 @@ errs='((.errors // {}) | to_entries | map("\(.key)=\(.value)") | join(" ") | if 
             def each(f): map(f | tostring) | join(" / ");
             "| \($d), \(.[0].connections) clients at once, \(length) runs | subscribed \(each(.subscribed)) after **\(each(.connect_secs)) s**; setup p50 \(each(.setup_ms.p50)) ms, p99 \(each(.setup_ms.p99)) ms; broker CPU \(each(.server_cpu_secs)) s (\(each((.server_cpu_secs * 1e6 / .connections) | round)) µs per connection)\(if $w == "W5p" then "; backend answered \(each(.backend_calls.connect // 0)) connect calls on \(each(.backend_calls.connections // 0)) TCP connections" else "" end); SYNs dropped (accept queue full) \(each(.listen_overflows // 0)); errors: \(each((.errors // {}) | to_entries | map("\(.key)=\(.value)") | join(" ") | if . == "" then "none" else . end)) |"' "$RESULTS"
     done
+    jq -r "select(.workload == \"W7\") | \"| W7 wildcards, \(.background_patterns_subscribed) patterns subscribed, 1,000 subscribers on 1,000 channels, \(.target_rate) msg/s | achieved \(.publish_rate) msg/s, lost \(.lost), p50 \(.latency_us.p50 / 1000) ms, p99 \(.latency_us.p99 / 1000) ms, broker CPU \(.server_cpu_pct) %, errors: \($errs) |\"" "$RESULTS"
+    jq -r "select(.workload == \"W7g\") | \"| W7g one subscriber of the pattern wild:> over 5,000 channels, \(.target_rate) msg/s | **\(.deliveries_per_sec) deliveries/s** (\(.received) of \(.expected), lost \(.lost)), p50 \(.latency_us.p50 / 1000) ms, p99 \(.latency_us.p99 / 1000) ms, broker CPU \(.server_cpu_pct) %, errors: \($errs) |\"" "$RESULTS"
     jq -r "select(.workload == \"W6\") | \"| W6 RPC through the rpc proxy, \(.connections) connections, \(.target_rate) calls/s | achieved \(.call_rate) calls/s (\(.ok) of \(.calls) answered, \(.failed) errors, \(.timeouts) timeouts), p50 \(.latency_us.p50 / 1000) ms, p99 \(.latency_us.p99 / 1000) ms, p99.9 \(.latency_us.p999 / 1000) ms |\"" "$RESULTS"
     echo
     if want W0; then
@@ -820,6 +860,31 @@ errs='((.errors // {}) | to_entries | map("\(.key)=\(.value)") | join(" ") | if 
             .backend_cpu_pct, (.backend_calls.connections // "-"), .loadgen_cpu_secs, .other_cpu_pct,
             ((.errors // {}) | to_entries | map("\(.key)=\(.value)") | join(" ") | if . == "" then "-" else . end)
           ] | map(if type == "number" then (. * 1000 | round / 1000 | tostring) else . end) | "| " + join(" | ") + " |"' "$RESULTS"
+        echo
+    fi
+    if want W7 || want W7g; then
+        echo "## W7 wildcard subscriptions"
+        echo
+        echo "One node, namespace \`wild\` with \`allow_wildcard_subscriptions\`. W7: 1,000 subscribers, one on each of"
+        echo "\`wild:c0\`..\`wild:c999\`, HTTP publish round-robin over them, ${STEP_SECS} s per rate; \"patterns\" distinct"
+        echo "patterns \`wild:c<k % 1000>.x<k>.*\` are subscribed first by extra connections (1,000 each) and match no"
+        echo "publication, so the rows differ only in how many patterns every publish is matched against."
+        echo "W7g: one connection subscribed to \`wild:>\`; the publications go round-robin to \`wild:c0\`..\`wild:c4999\`,"
+        echo "each reaches it as a publication of the subscription \`wild:>\` with the concrete channel in \`pub.channel\`."
+        echo
+        echo "| run | patterns | pattern setup s | msg/s | achieved msg/s | expected | received | lost | dup | deliveries/s | p50 ms | p99 ms | p99.9 ms | max ms | broker CPU % | broker CPU µs per publish | other CPU % | errors |"
+        echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        jq -r 'select(.workload == "W7" or .workload == "W7g") | [
+            .workload, .background_patterns_subscribed, .background_setup_secs, .target_rate, .publish_rate,
+            .expected, .received, .lost, .duplicated, .deliveries_per_sec,
+            (.latency_us.p50 / 1000), (.latency_us.p99 / 1000), (.latency_us.p999 / 1000), (.latency_us.max / 1000),
+            .server_cpu_pct,
+            (if .published > 0 then (.server_cpu_secs * 1e6 / .published | round) else "-" end),
+            .other_cpu_pct,
+            ((.errors // {}) | to_entries | map("\(.key)=\(.value)") | join(" ") | if . == "" then "-" else . end)
+          ] | map(if type == "number" then (. * 10 | round / 10 | tostring) else . end) | "| " + join(" | ") + " |"' "$RESULTS"
+        echo
+        echo "\"broker CPU µs per publish\" is over the whole run (connects and the patterns' subscribes included)."
         echo
     fi
     if want W4b; then

@@ -120,6 +120,9 @@ pub struct Config {
     pub channels: Vec<String>,
     /// How connections are spread over `channels`.
     pub mode: ChannelMode,
+    /// The wildcard pattern every subscriber subscribes to instead of its channel
+    /// (`--subscribe-pattern`); each then expects every publication.
+    pub subscribe_pattern: Option<String>,
     /// Subscriber connections.
     pub connections: usize,
     /// New connections per second (0: all at once).

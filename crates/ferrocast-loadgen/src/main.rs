@@ -16,6 +16,7 @@ mod centrifugo;
 mod config;
 mod http;
 mod nats;
+mod patterns;
 mod pipelined;
 mod protobuf;
 mod publish;
@@ -75,6 +76,18 @@ struct Args {
     /// Channel name prefix: channels are PREFIX:shared, PREFIX:c<j>, PREFIX:p<i> (NATS: `.`).
     #[arg(long, default_value = "bench")]
     channel_prefix: String,
+    /// Every subscriber connection subscribes to this wildcard pattern instead of its
+    /// channel (in a namespace allowing wildcard subscriptions, e.g. 'wild:>') and expects
+    /// every publication of the run; sequence numbers are then counted over all channels.
+    #[arg(long, conflicts_with = "rpc")]
+    subscribe_pattern: Option<String>,
+    /// Distinct wildcard patterns that no publication matches, held by extra connections
+    /// subscribed before the measured subscribers connect (pattern k: '<channel k % n>.x<k>.*').
+    #[arg(long, default_value_t = 0)]
+    background_patterns: usize,
+    /// Patterns per background connection (the broker's client.channel_limit must allow it).
+    #[arg(long, default_value_t = 1000)]
+    patterns_per_connection: usize,
     #[arg(long, value_enum, default_value = "centrifugo")]
     protocol: Protocol,
     /// Encoding of the Centrifugo protocol, for the subscribers and --publish client
@@ -246,6 +259,7 @@ fn build_config(a: &Args) -> anyhow::Result<Config> {
         publish: a.publish,
         channels,
         mode: a.channels,
+        subscribe_pattern: a.subscribe_pattern.clone(),
         connections: a.connections,
         connect_rate: a.connect_rate,
         connect_timeout: Duration::from_secs_f64(a.connect_timeout.max(0.1)),
@@ -352,6 +366,32 @@ fn main() -> anyhow::Result<()> {
     let shared = Shared::new(cfg.channels.len());
     let (stop_tx, stop_rx) = watch::channel(false);
 
+    // Background patterns first: in place before the measured subscribers connect.
+    let mut background = None;
+    let mut background_ready = patterns::Ready::default();
+    if args.background_patterns > 0 {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (holders_cfg, stop) = (cfg.clone(), stop_rx.clone());
+        let (total, per_conn) = (args.background_patterns, args.patterns_per_connection);
+        // After the subscribers and the --publish client publisher.
+        let first_index = cfg.connections + 1;
+        background = Some(
+            std::thread::Builder::new()
+                .name("loadgen-patterns".into())
+                .spawn(move || {
+                    patterns::hold(holders_cfg, total, per_conn, first_index, ready_tx, stop)
+                })?,
+        );
+        let wait = cfg.connect_timeout + Duration::from_secs(5);
+        background_ready = ready_rx
+            .recv_timeout(wait)
+            .context("background pattern connections did not get ready")?;
+        eprintln!(
+            "loadgen: {} of {} background patterns subscribed in {} s",
+            background_ready.subscribed, args.background_patterns, background_ready.setup_secs
+        );
+    }
+
     // Connection i starts at t0 + i / connect_rate.
     let threads = args.threads.clamp(1, 64);
     let t0 = Instant::now() + Duration::from_millis(20);
@@ -444,16 +484,26 @@ fn main() -> anyhow::Result<()> {
             args.rate,
             Duration::from_secs_f64(args.duration),
             cfg.channels.len(),
+            cfg.subscribe_pattern.is_some(),
             drain,
         )
         .await;
         // Drain: until every expected delivery arrived or the grace period is over.
-        let expected: u64 = outcome
-            .published
-            .iter()
-            .zip(shared.subs_per_channel.iter())
-            .map(|(p, s)| p * u64::from(s.load(Ordering::SeqCst)))
-            .sum();
+        let expected: u64 = if cfg.subscribe_pattern.is_some() {
+            let subs: u64 = shared
+                .subs_per_channel
+                .iter()
+                .map(|s| u64::from(s.load(Ordering::SeqCst)))
+                .sum();
+            outcome.published.iter().sum::<u64>() * subs
+        } else {
+            outcome
+                .published
+                .iter()
+                .zip(shared.subs_per_channel.iter())
+                .map(|(p, s)| p * u64::from(s.load(Ordering::SeqCst)))
+                .sum()
+        };
         let drain_end = Instant::now() + drain;
         while Instant::now() < drain_end
             && shared.received_unique.load(Ordering::Relaxed) < expected
@@ -469,6 +519,23 @@ fn main() -> anyhow::Result<()> {
     let mut sock_hist = stats::new_histogram();
     let mut setup_hist = stats::new_histogram();
     let mut errors = coordinator_errors;
+    for (k, n) in &background_ready.errors {
+        count(&mut errors, k.clone(), *n);
+    }
+    if let Some(b) = background {
+        match b.join() {
+            Ok(Ok(e)) => {
+                for (k, n) in e {
+                    count(&mut errors, k, n);
+                }
+            }
+            Ok(Err(e)) => {
+                eprintln!("loadgen: background patterns: {e:#}");
+                count(&mut errors, "background_failed", 1);
+            }
+            Err(_) => count(&mut errors, "background_panicked", 1),
+        }
+    }
     let (mut first_recv, mut last_recv, mut pings) = (u64::MAX, 0u64, 0u64);
     for j in joins {
         match j.join() {
@@ -511,7 +578,10 @@ fn main() -> anyhow::Result<()> {
     let published: u64 = published_per_ch.iter().sum();
     let (mut expected, mut unique, mut dup, mut ooo) = (0u64, 0u64, 0u64, 0u64);
     for c in conns.iter().filter(|c| c.subscribed) {
-        expected += published_per_ch[c.channel as usize];
+        expected += match cfg.subscribe_pattern {
+            Some(_) => published_per_ch.iter().sum::<u64>(),
+            None => published_per_ch[c.channel as usize],
+        };
         unique += c.unique;
         dup += c.duplicated;
         ooo += c.out_of_order;
@@ -543,6 +613,10 @@ fn main() -> anyhow::Result<()> {
         "publish": if args.idle { "none".to_string() } else { format!("{:?}", cfg.publish).to_lowercase() },
         "channels_mode": mode,
         "channels": cfg.channels.len(),
+        "subscribe_pattern": cfg.subscribe_pattern,
+        "background_patterns": args.background_patterns,
+        "background_patterns_subscribed": background_ready.subscribed,
+        "background_setup_secs": background_ready.setup_secs,
         "payload_size": cfg.payload_size,
         "connections": cfg.connections,
         "subscribed": subscribed,

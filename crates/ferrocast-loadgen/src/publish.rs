@@ -175,12 +175,15 @@ pub struct PublishOutcome {
 }
 
 /// Publishes `rate * duration` messages, round-robin over the channels, paced on a 1 ms
-/// tick, then waits (bounded by `finish_within`) for the outstanding answers.
+/// tick, then waits (bounded by `finish_within`) for the outstanding answers. Sequence
+/// numbers count per channel, or over all channels with `global_seq` (for subscribers of
+/// a pattern, which receive every channel's publications on one subscription).
 pub async fn run(
     p: &mut Publisher,
     rate: f64,
     duration: Duration,
     channels: usize,
+    global_seq: bool,
     finish_within: Duration,
 ) -> PublishOutcome {
     let total = (rate * duration.as_secs_f64()).round() as u64;
@@ -212,7 +215,7 @@ pub async fn run(
                 for _ in 0..n {
                     let ch = (k % channels as u64) as usize;
                     sent[ch] += 1;
-                    batch.push((ch as u32, sent[ch]));
+                    batch.push((ch as u32, if global_seq { k + 1 } else { sent[ch] }));
                     k += 1;
                 }
                 if let Err(e) = p.send(&batch).await {

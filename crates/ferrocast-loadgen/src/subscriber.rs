@@ -111,7 +111,10 @@ pub async fn run<S: Session>(
     mut stop: watch::Receiver<bool>,
 ) -> ConnResult {
     let cfg = &ctx.cfg;
-    let name = cfg.channels[channel as usize].clone();
+    let name = match &cfg.subscribe_pattern {
+        Some(p) => p.clone(),
+        None => cfg.channels[channel as usize].clone(),
+    };
     let target = &cfg.targets[idx % cfg.targets.len()];
     let mut tracker = SeqTracker::default();
 
