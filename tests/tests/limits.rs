@@ -440,3 +440,35 @@ async fn close_codes_arrive_while_the_client_is_still_sending() {
     let closed = flood_until_closed(&m.ws_url(), &user_token("busy"), 20_000, api).await;
     assert_eq!(closed, Some((4999, "bye".to_string())));
 }
+
+/// The same two cases through the real SDKs (centrifuge-js and centrifuge-python, JSON and
+/// Protobuf): a flood over the rate limit ends in 3013, after which the SDK reconnects; a
+/// 3503 from the API that meets in-flight commands arrives as 3503 and the SDK stays
+/// disconnected (a terminal code, not a network error).
+#[tokio::test]
+async fn sdks_get_the_close_code_during_a_flood_and_do_not_reconnect_after_a_terminal_one() {
+    use ferrocast_tests::compat::{Sdk, run_script};
+    // The default limits: 100 commands/s, burst 500, 3013 after 100 refused in a row.
+    let n = NodeProcess::start(base_config()).await;
+    let runs = [
+        (Sdk::Js, "terminal_close_js.mjs"),
+        (Sdk::Python, "terminal_close_python.py"),
+    ]
+    .into_iter()
+    .flat_map(|(sdk, script)| ["json", "protobuf"].map(|p| (sdk, script, p)))
+    .map(|(sdk, script, protocol)| {
+        let tag = format!("{}-{protocol}", if matches!(sdk, Sdk::Js) { "js" } else { "py" });
+        let env = [
+            ("COMPAT_WS_URL", n.ws_url()),
+            ("COMPAT_API_URL", format!("http://{}/api", n.addr)),
+            ("COMPAT_API_KEY", ferrocast_tests::node::API_KEY.to_string()),
+            ("COMPAT_SECRET", ferrocast_tests::node::SECRET.to_string()),
+            ("COMPAT_PROTOCOL", protocol.to_string()),
+            ("COMPAT_CHANNEL", format!("chat:flood-{tag}")),
+            ("COMPAT_USER", format!("flooder-{tag}")),
+        ];
+        let n = &n;
+        async move { run_script(sdk, script, &env, &[n]).await }
+    });
+    futures_util::future::join_all(runs).await;
+}
