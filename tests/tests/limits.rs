@@ -457,7 +457,10 @@ async fn sdks_get_the_close_code_during_a_flood_and_do_not_reconnect_after_a_ter
     .into_iter()
     .flat_map(|(sdk, script)| ["json", "protobuf"].map(|p| (sdk, script, p)))
     .map(|(sdk, script, protocol)| {
-        let tag = format!("{}-{protocol}", if matches!(sdk, Sdk::Js) { "js" } else { "py" });
+        let tag = format!(
+            "{}-{protocol}",
+            if matches!(sdk, Sdk::Js) { "js" } else { "py" }
+        );
         let env = [
             ("COMPAT_WS_URL", n.ws_url()),
             ("COMPAT_API_URL", format!("http://{}/api", n.addr)),
